@@ -1,0 +1,642 @@
+"""A realistic, reproducible stream of Tokyo home-visit outcomes and incident reports.
+
+Same configuration and seed → the same events, byte for byte. Volumes are scaled to about
+2 million visits and 100 thousand incidents a year for the whole of Tokyo, spread over
+municipalities by population and over towns by a size weight. Japan Post's data has no
+population per town, so a town's size is a seeded log-normal weight, larger for towns that
+Japan Post divides into 丁目 (the denser ones).
+
+Direct identifiers (names from faker ja_JP, phones, addresses) are realistic on purpose, and
+notes sometimes repeat a name or phone number, so that later stages have real PII to remove.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import uuid
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta, timezone
+from functools import cached_property
+from itertools import accumulate
+
+from faker import Faker
+
+from visitshare import geography
+from visitshare.contracts import ContractRegistry, FieldType, Reason
+
+JST = timezone(timedelta(hours=9), "JST")  # Asia/Tokyo has had no DST since 1951
+
+TOKYO_POPULATION = sum(m.population for m in geography.municipalities().values())
+VISITS_PER_PERSON_DAY = 2_000_000 / TOKYO_POPULATION / 365
+INCIDENTS_PER_PERSON_DAY = 100_000 / TOKYO_POPULATION / 365
+
+# Daytime population and nightlife raise recorded crime per resident in the centre.
+CRIME_INTENSITY = {
+    "13101": 6.0, "13102": 2.2, "13103": 2.2, "13104": 2.4, "13106": 1.7,
+    "13113": 2.4, "13116": 1.8, "13202": 1.3,
+}  # fmt: skip
+_MEAN_INTENSITY = (
+    sum(m.population * CRIME_INTENSITY.get(c, 1.0) for c, m in geography.municipalities().items())
+    / TOKYO_POPULATION
+)
+
+# Visits: weekdays mostly; Monday=0.
+VISIT_WEEKDAY_FACTOR = [1.25, 1.25, 1.25, 1.25, 1.25, 0.45, 0.05]
+VISIT_HOURS = [(9, 8), (10, 12), (11, 12), (12, 4), (13, 10), (14, 13), (15, 13), (16, 11),
+               (17, 6), (18, 3)]  # fmt: skip
+_HOURS = [h for h, _ in VISIT_HOURS]
+_HOUR_CUM = list(accumulate(w for _, w in VISIT_HOURS))
+
+VULNERABILITY_BASE = {
+    "weak_door_lock": 0.16, "no_secondary_lock": 0.33, "unlocked_windows": 0.14,
+    "poor_lighting": 0.18, "no_intercom": 0.10, "no_camera_intercom": 0.28,
+    "accessible_balcony": 0.09, "spare_key_outside": 0.05, "no_window_film": 0.24,
+    "unlocked_habit": 0.08, "bicycle_unlocked": 0.11, "landline_unprotected": 0.10,
+}  # fmt: skip
+RECOMMENDATION_FOR = {
+    "weak_door_lock": "replace_door_lock", "no_secondary_lock": "install_secondary_lock",
+    "unlocked_windows": "lock_windows", "poor_lighting": "add_sensor_light",
+    "no_intercom": "install_camera_intercom", "no_camera_intercom": "install_camera_intercom",
+    "accessible_balcony": "lock_windows", "spare_key_outside": "keep_keys_inside",
+    "no_window_film": "apply_window_film", "unlocked_habit": "keep_keys_inside",
+    "bicycle_unlocked": "bicycle_double_lock", "landline_unprotected": "call_blocker_device",
+}  # fmt: skip
+CONCERN_BASE = {
+    "burglary": 0.20, "special_fraud": 0.12, "bicycle_theft": 0.14, "suspicious_person": 0.09,
+    "traffic_safety": 0.12, "noise_or_neighbours": 0.06, "elderly_isolation": 0.02,
+    "disaster_preparedness": 0.18, "stalking": 0.01, "domestic_violence": 0.005,
+}  # fmt: skip
+
+# MPD recorded-crime mix (bicycle theft and special fraud common, robbery rare).
+CRIME_MIX = {
+    "bicycle_theft": 27.0, "other": 21.0, "shoplifting": 11.0, "special_fraud": 9.0,
+    "vandalism": 7.0, "assault": 6.0, "domestic_violence": 5.0, "vehicle_break_in": 4.0,
+    "burglary_vacant_home": 4.0, "sexual_offence": 1.8, "burglary_while_sleeping": 1.0,
+    "snatch_theft": 0.8, "burglary_occupied_home": 0.6, "robbery": 0.4,
+}  # fmt: skip
+HOUSEHOLD_CRIMES = {"burglary_vacant_home", "burglary_while_sleeping", "burglary_occupied_home",
+                    "special_fraud", "domestic_violence"}  # fmt: skip
+CRIME_HOURS = {
+    "burglary_vacant_home": range(9, 18), "burglary_while_sleeping": range(0, 6),
+    "special_fraud": range(9, 17), "shoplifting": range(10, 22), "bicycle_theft": range(7, 24),
+    "assault": (*range(18, 24), 0, 1, 2), "domestic_violence": (*range(18, 24), 0, 1),
+    "snatch_theft": range(16, 24), "robbery": (*range(20, 24), 0, 1, 2, 3),
+}  # fmt: skip
+REPORT_DELAY_HOURS = {
+    "bicycle_theft": (1, 72), "burglary_vacant_home": (1, 12), "special_fraud": (24, 336),
+    "domestic_violence": (0, 48), "vandalism": (2, 96), "other": (0, 48),
+}  # fmt: skip
+CRIME_JA = {
+    "burglary_vacant_home": "空き巣", "burglary_while_sleeping": "忍込み",
+    "burglary_occupied_home": "居空き", "bicycle_theft": "自転車盗", "snatch_theft": "ひったくり",
+    "vehicle_break_in": "車上ねらい", "shoplifting": "万引き", "special_fraud": "特殊詐欺",
+    "assault": "暴行", "robbery": "強盗", "vandalism": "器物損壊", "sexual_offence": "性犯罪",
+    "domestic_violence": "配偶者暴力", "other": "その他",
+}  # fmt: skip
+AGE_BANDS = ["0-19", "20-29", "30-39", "40-49", "50-59", "60-69", "70-79", "80+"]
+
+# Kinds of malformed event (--bad-rate), and the rejection reason each one must get.
+BAD_KINDS: dict[str, Reason] = {
+    "broken_json": Reason.INVALID_JSON,
+    "not_an_object": Reason.NOT_AN_OBJECT,
+    "non_utf8": Reason.INVALID_UTF8,
+    "missing_field": Reason.MISSING_FIELD,
+    "wrong_type": Reason.WRONG_TYPE,
+    "unknown_code": Reason.UNKNOWN_VALUE,
+    "future_timestamp": Reason.FUTURE_TIMESTAMP,
+    "oversized_field": Reason.TOO_LONG,
+    "oversized_event": Reason.OVERSIZED_EVENT,
+    "unknown_field": Reason.UNKNOWN_FIELD,
+    "bad_format": Reason.BAD_FORMAT,
+    "out_of_range": Reason.OUT_OF_RANGE,
+    "wrong_schema_version": Reason.WRONG_SCHEMA_VERSION,
+}
+
+DATASETS = ("visit_outcome", "incident_report")
+
+
+@dataclass(frozen=True, slots=True)
+class SimEvent:
+    dataset: str  # contract name
+    payload: dict | bytes  # a decoded event, or raw bytes for malformed ones
+    bad_kind: str | None = None
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    days: int = 7
+    municipalities: tuple[str, ...] = ("13104", "13112", "13120")
+    seed: int = 42
+    start: date | None = None  # default: the `days` full days before today (Tokyo)
+    bad_rate: float = 0.0
+    scale: float = 1.0  # multiplies volumes (1.0 = year-scale Tokyo rates)
+    datasets: tuple[str, ...] = DATASETS
+
+    def __post_init__(self):
+        if self.days < 1:
+            raise ValueError("days must be at least 1")
+        if not 0.0 <= self.bad_rate <= 1.0:
+            raise ValueError("bad rate must be between 0 and 1")
+        if self.scale <= 0:
+            raise ValueError("scale must be positive")
+        unknown = set(self.datasets) - set(DATASETS)
+        if unknown:
+            raise ValueError(f"unknown datasets {sorted(unknown)}; choose from {DATASETS}")
+
+
+@dataclass
+class _Town:
+    code: str
+    index: int
+    name: str
+    weight: float
+    households: int
+    koban: str
+    officers: tuple[str, ...]
+    elderly_share: float
+    vuln_mult: dict[str, float]
+    concern_mult: dict[str, float]
+    lat: float
+    lon: float
+    chome: bool
+    visited: deque = field(default_factory=lambda: deque(maxlen=300))
+
+
+@dataclass
+class _Area:
+    """One municipality's simulated world: towns, koban, officers."""
+
+    m: geography.Municipality
+    towns: list[_Town]
+    cum_weights: list[float]
+
+
+def _poisson(rng: random.Random, mu: float) -> int:
+    if mu <= 0:
+        return 0
+    if mu > 30:  # normal approximation, fine at these sizes
+        return max(0, round(rng.gauss(mu, math.sqrt(mu))))
+    limit, k, p = math.exp(-mu), 0, 1.0
+    while True:
+        p *= rng.random()
+        if p <= limit:
+            return k
+        k += 1
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat(timespec="seconds")
+
+
+class Simulator:
+    """Generates the event stream for one configuration. Iterate `events()`."""
+
+    def __init__(
+        self,
+        config: SimConfig,
+        contracts: ContractRegistry,
+        *,
+        today: date | None = None,
+        now: datetime | None = None,
+    ):
+        self.config = config
+        self.contracts = contracts
+        self._now = now or datetime.now(JST)
+        today = today or self._now.astimezone(JST).date()
+        self.start = config.start or today - timedelta(days=config.days)
+        self.end = datetime.combine(self.start + timedelta(days=config.days), time(), JST)
+        self._areas = [self._build_area(m) for m in geography.resolve(list(config.municipalities))]
+        fake = Faker("ja_JP")
+        fake.seed_instance(config.seed)
+        self._last_names = [fake.last_name() for _ in range(400)]
+        self._first_names = [fake.first_name() for _ in range(400)]
+        self._buildings = [fake.building_name() for _ in range(60)]
+
+    # -- the world ----------------------------------------------------------------------------
+    def _build_area(self, m: geography.Municipality) -> _Area:
+        # Seeded per municipality: a ward's world does not depend on which others are simulated.
+        rng = random.Random(f"{self.config.seed}:{m.code}")
+        raw = [rng.lognormvariate(0.0, 0.8) * (1.6 if t in m.chome_towns else 1.0) for t in m.towns]
+        total = sum(raw)
+        ward_households = m.population / 1.95
+        spread = 0.035 if m.is_special_ward or m.code < "13300" else 0.02
+        old_area = rng.uniform(0.7, 1.4)
+        towns = []
+        for i, (name, w) in enumerate(zip(m.towns, raw, strict=True)):
+            koban_no = i // 8 + 1
+            officers = tuple(f"P{m.code[2:]}{koban_no:02d}{j}" for j in range(rng.randint(3, 6)))
+            elderly = min(0.6, max(0.05, rng.gauss(0.22, 0.07) * old_area))
+            towns.append(
+                _Town(
+                    code=m.code,
+                    index=i,
+                    name=name,
+                    weight=w,
+                    households=max(40, round(ward_households * w / total)),
+                    koban=f"{m.code}-K{koban_no:02d}",
+                    officers=officers,
+                    elderly_share=elderly,
+                    vuln_mult={
+                        k: rng.lognormvariate(0, 0.35) * (old_area if "lock" in k else 1.0)
+                        for k in VULNERABILITY_BASE
+                    },
+                    concern_mult={k: rng.lognormvariate(0, 0.4) for k in CONCERN_BASE},
+                    lat=m.latitude + rng.uniform(-spread, spread),
+                    lon=m.longitude + rng.uniform(-spread, spread) * 1.2,
+                    chome=name in m.chome_towns,
+                )
+            )
+        cum, acc = [], 0.0
+        for t in towns:
+            acc += t.weight
+            cum.append(acc)
+        return _Area(m, towns, cum)
+
+    def _household(self, town: _Town, index: int) -> dict:
+        """A household's fixed attributes, derived from its id (no state kept per household)."""
+        hid = f"HH-{town.code}-{town.index:04d}-{index:05d}"
+        r = random.Random(f"{self.config.seed}:{hid}")
+        elderly = r.random() < town.elderly_share
+        residents = r.choice((1, 1, 2)) if elderly else r.choice((1, 1, 2, 2, 3, 3, 4, 4, 5, 6))
+        if town.chome:
+            street = f"{r.randint(1, 5)}丁目{r.randint(1, 30)}番{r.randint(1, 25)}号"
+        else:
+            street = f"{r.randint(1, 3000)}番地{r.randint(1, 30)}"
+        if r.random() < 0.55:
+            street += f" {r.choice(self._buildings)}{r.randint(1, 12)}{r.randint(1, 9):02d}号室"
+        if r.random() < 0.5:
+            phone = f"0{r.choice((70, 80, 90))}-{r.randint(1000, 9999)}-{r.randint(1000, 9999)}"
+        elif town.code < "13200":
+            phone = f"03-{r.randint(3000, 6999)}-{r.randint(1000, 9999)}"
+        elif town.code < "13360":
+            phone = f"042-{r.randint(300, 999)}-{r.randint(1000, 9999)}"
+        else:
+            phone = f"04992-{r.randint(2, 9)}-{r.randint(1000, 9999)}"
+        m = geography.municipality(town.code)
+        return {
+            "id": hid,
+            "name": f"{r.choice(self._last_names)} {r.choice(self._first_names)}",
+            "phone": phone,
+            "address": f"東京都{m.name}{town.name}{street}",
+            "residents": residents,
+            "elderly": elderly,
+            "lat": town.lat + r.uniform(-0.004, 0.004),
+            "lon": town.lon + r.uniform(-0.005, 0.005),
+        }
+
+    # -- volumes -----------------------------------------------------------------------------
+    @cached_property
+    def plan(self) -> list[tuple[date, str, int, int]]:
+        """(day, municipality, visits, incidents) for every day: drawn before any event."""
+        rng = random.Random(f"{self.config.seed}:plan")
+        weekly = sum(VISIT_WEEKDAY_FACTOR) / 7
+        out = []
+        for d in range(self.config.days):
+            day = self.start + timedelta(days=d)
+            for area in self._areas:
+                pop = area.m.population * self.config.scale
+                mu_v = pop * VISITS_PER_PERSON_DAY * VISIT_WEEKDAY_FACTOR[day.weekday()] / weekly
+                mu_i = (
+                    pop * INCIDENTS_PER_PERSON_DAY
+                    * CRIME_INTENSITY.get(area.m.code, 1.0) / _MEAN_INTENSITY
+                )  # fmt: skip
+                visits = _poisson(rng, mu_v) if "visit_outcome" in self.config.datasets else 0
+                incidents = _poisson(rng, mu_i) if "incident_report" in self.config.datasets else 0
+                out.append((day, area.m.code, visits, incidents))
+        return out
+
+    @property
+    def total(self) -> int:
+        return sum(v + i for _, _, v, i in self.plan)
+
+    # -- events ------------------------------------------------------------------------------
+    def events(self) -> Iterator[SimEvent]:
+        """All events, day by day, each day ordered by the time the police system emitted them."""
+        rng = random.Random(self.config.seed)
+        areas = {a.m.code: a for a in self._areas}
+        by_day: dict[date, list[tuple[str, int, int]]] = {}
+        for day, code, v, i in self.plan:
+            by_day.setdefault(day, []).append((code, v, i))
+        for day, rows in by_day.items():
+            batch: list[dict] = []
+            for code, n_visits, n_incidents in rows:
+                area = areas[code]
+                batch.extend(self._visit(rng, area, day) for _ in range(n_visits))
+                batch.extend(self._incident(rng, area, day) for _ in range(n_incidents))
+            batch.sort(key=lambda e: e["produced_at"])
+            for event in batch:
+                dataset = "visit_outcome" if "visit_id" in event else "incident_report"
+                if self.config.bad_rate and rng.random() < self.config.bad_rate:
+                    yield self._corrupt(rng, dataset, event)
+                else:
+                    yield SimEvent(dataset, event)
+
+    def _pick_town(self, rng: random.Random, area: _Area) -> _Town:
+        return rng.choices(area.towns, cum_weights=area.cum_weights)[0]
+
+    def _event_id(self, rng: random.Random) -> str:
+        return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+    def _case_no(self, rng: random.Random, prefix: str, code: str) -> str:
+        return f"{prefix}-{code}-{rng.getrandbits(40):010X}"
+
+    def _visit(self, rng: random.Random, area: _Area, day: date) -> dict:
+        town = self._pick_town(rng, area)
+        hh_index = rng.randrange(town.households)
+        hh = self._household(town, hh_index)
+        town.visited.append(hh_index)
+        hour = rng.choices(_HOURS, cum_weights=_HOUR_CUM)[0]
+        visited_at = datetime.combine(day, time(hour, rng.randrange(60), rng.randrange(60)), JST)
+        weekend = day.weekday() >= 5
+        p_not_home = (0.30 if weekend else 0.46) * (0.7 if hour >= 17 else 1.0)
+        p_not_home *= 0.55 if hh["elderly"] else 1.0
+        u = rng.random()
+        if u < p_not_home:
+            outcome = "not_home"
+        elif u < p_not_home + 0.07:
+            outcome = "declined"
+        elif u < p_not_home + 0.13:
+            outcome = "rescheduled"
+        else:
+            outcome = "completed"
+        produced = min(visited_at + timedelta(minutes=rng.randint(5, 180)), self.end)
+        event: dict = {
+            "event_id": self._event_id(rng),
+            "schema_version": 1,
+            "produced_at": _iso(produced),
+            "visit_id": self._case_no(rng, "V", town.code),
+            "household_id": hh["id"],
+            "address_line": hh["address"],
+            "municipality_code": town.code,
+            "town": town.name,
+            "visited_at": _iso(visited_at),
+            "koban_id": town.koban,
+            "officer_id": rng.choice(town.officers),
+            "outcome": outcome,
+        }
+        if outcome != "not_home" or rng.random() < 0.7:  # the name is on the household card
+            event["resident_name"] = hh["name"]
+        if rng.random() < 0.6:
+            event["phone"] = hh["phone"]
+        if rng.random() < 0.85:  # household size is known from an earlier card
+            event["residents_count"] = hh["residents"]
+            event["elderly_only"] = hh["elderly"]
+        if outcome == "completed":
+            self._assess(rng, town, hh, event)
+        elif outcome == "not_home":
+            if rng.random() < 0.6:
+                event["materials"] = ["leaflet_burglary"]
+            if rng.random() < 0.4:
+                event["notes"] = rng.choice(
+                    ("不在のため防犯チラシを投函。", "不在。巡回連絡カードを差し置き。")
+                )
+        elif outcome == "declined":
+            if rng.random() < 0.5:
+                event["notes"] = rng.choice(("多忙のため辞退。", "インターホン越しに辞退された。"))
+        elif rng.random() < 0.7:
+            event["notes"] = rng.choice(
+                (
+                    f"{hh['name']}様の希望により後日再訪。連絡先 {hh['phone']}。",
+                    "夕方以降の訪問を希望。",
+                    f"{hh['name'].split()[0]}様、来週再訪予定。",
+                )
+            )
+        return event
+
+    def _assess(self, rng: random.Random, town: _Town, hh: dict, event: dict) -> None:
+        """What a completed visit records: weaknesses, advice, material, concerns, satisfaction."""
+        elderly = hh["elderly"]
+        vulns = []
+        for k, base in VULNERABILITY_BASE.items():
+            p = base * town.vuln_mult[k]
+            if k == "landline_unprotected" and elderly:
+                p = 0.5
+            if rng.random() < min(p, 0.95):
+                vulns.append(k)
+        recs = list(dict.fromkeys(RECOMMENDATION_FOR[v] for v in vulns))
+        if "landline_unprotected" in vulns and rng.random() < 0.6:
+            recs.append("answerphone_always_on")
+        if rng.random() < 0.4:
+            recs.append("register_anshin_mail")
+        if rng.random() < 0.1:
+            recs.append("join_neighbourhood_watch")
+        invited = rng.random() < (0.45 if elderly else 0.3)
+        materials = [
+            m
+            for m, p in (
+                ("leaflet_burglary", 0.7),
+                ("leaflet_special_fraud", 0.8 if elderly else 0.4),
+                ("leaflet_bicycle_theft", 0.3),
+                ("local_crime_statistics", 0.5),
+                ("emergency_contact_card", 0.25),
+                ("anshin_mail_flyer", 0.35),
+            )
+            if rng.random() < p
+        ]
+        if invited:
+            materials.append("workshop_invitation")
+        concerns = []
+        for k, base in CONCERN_BASE.items():
+            p = base * town.concern_mult[k]
+            if elderly and k == "special_fraud":
+                p = 0.35 * town.concern_mult[k]
+            if elderly and k == "elderly_isolation":
+                p = 0.15
+            if rng.random() < min(p, 0.9):
+                concerns.append(k)
+        sensitive = {"stalking", "domestic_violence"} & set(concerns)
+        follow_up = rng.random() < 0.08 + 0.06 * (len(vulns) >= 2) + 0.5 * bool(sensitive)
+        weights = (3, 5, 15, 40, 37) if elderly else (3, 6, 18, 41, 32)
+        event.update(
+            vulnerabilities=vulns,
+            recommendations=recs,
+            materials=materials,
+            workshop_invited=invited,
+            concerns=concerns,
+            follow_up_requested=follow_up,
+            satisfaction=rng.choices((1, 2, 3, 4, 5), weights)[0],
+        )
+        if rng.random() < 0.7:
+            event["notes"] = self._visit_note(rng, hh, vulns, concerns)
+
+    def _visit_note(self, rng: random.Random, hh: dict, vulns: list, concerns: list) -> str:
+        parts = []
+        if rng.random() < 0.2:
+            parts.append(f"{hh['name']}様宅を訪問。")
+        if vulns:
+            parts.append(f"防犯診断で{len(vulns)}点の指摘。補助錠・センサーライト等を助言。")
+        else:
+            parts.append("防犯診断を実施、特に問題なし。")
+        if "special_fraud" in concerns:
+            parts.append("不審な電話があったとの相談。留守番電話の常時設定を助言。")
+        if "bicycle_theft" in concerns:
+            parts.append("近隣で自転車盗が続いているとの話。ツーロックを推奨。")
+        if hh["elderly"] and rng.random() < 0.3:
+            parts.append("高齢者のみの世帯。")
+        if rng.random() < 0.12:
+            parts.append(f"連絡先 {hh['phone']}。")
+        return "".join(parts)
+
+    def _incident(self, rng: random.Random, area: _Area, day: date) -> dict:
+        town = self._pick_town(rng, area)
+        crime = rng.choices(list(CRIME_MIX), list(CRIME_MIX.values()))[0]
+        hours = CRIME_HOURS.get(crime, range(24))
+        occurred = datetime.combine(day, time(rng.choice(hours), rng.randrange(60)), JST)
+        lo, hi = REPORT_DELAY_HOURS.get(crime, (0, 24))
+        reported = min(
+            occurred + timedelta(minutes=rng.randint(lo * 60 + 10, hi * 60 + 60)), self.end
+        )
+        produced = min(reported + timedelta(minutes=rng.randint(1, 30)), self.end)
+        hh = None
+        if crime in HOUSEHOLD_CRIMES or (crime == "vandalism" and rng.random() < 0.3):
+            # Some victims were visited earlier: the programme's repeat-victimization question.
+            if town.visited and rng.random() < 0.25:
+                index = rng.choice(town.visited)
+            else:
+                index = rng.randrange(town.households)
+            hh = self._household(town, index)
+        event: dict = {
+            "event_id": self._event_id(rng),
+            "schema_version": 1,
+            "produced_at": _iso(produced),
+            "incident_id": self._case_no(rng, "I", town.code),
+            "reported_at": _iso(reported),
+            "occurred_at": _iso(occurred),
+            "crime_type": crime,
+            "municipality_code": town.code,
+            "town": town.name,
+            "status": rng.choices(
+                ("reported", "under_investigation", "cleared", "closed"), (40, 35, 15, 10)
+            )[0],
+        }
+        if hh is not None:
+            event.update(
+                victim_household_id=hh["id"],
+                address_line=hh["address"],
+                latitude=round(hh["lat"], 6),
+                longitude=round(hh["lon"], 6),
+            )
+        elif rng.random() < 0.9:
+            m = area.m
+            event.update(
+                address_line=f"東京都{m.name}{town.name}付近",
+                latitude=round(town.lat + rng.uniform(-0.006, 0.006), 6),
+                longitude=round(town.lon + rng.uniform(-0.007, 0.007), 6),
+            )
+        event["victim_age_band"] = self._age_band(rng, crime, hh)
+        if rng.random() < 0.8:
+            event["narrative"] = self._narrative(rng, crime, hh)
+        return event
+
+    def _age_band(self, rng: random.Random, crime: str, hh: dict | None) -> str:
+        if rng.random() < 0.05:
+            return "unknown"
+        if crime == "special_fraud" or (hh and hh["elderly"]):
+            return rng.choices(("60-69", "70-79", "80+"), (10, 48, 42))[0]
+        if crime == "sexual_offence":
+            return rng.choices(AGE_BANDS[:4], (25, 45, 20, 10))[0]
+        return rng.choices(AGE_BANDS, (14, 18, 17, 16, 13, 10, 8, 4))[0]
+
+    def _narrative(self, rng: random.Random, crime: str, hh: dict | None) -> str:
+        text = {
+            "bicycle_theft": "駐輪場に施錠して駐輪していた自転車が盗まれた。",
+            "burglary_vacant_home": "不在中に窓から侵入され、現金等が盗まれた。",
+            "special_fraud": "息子を名乗る男から電話があり、現金をだまし取られた。",
+            "domestic_violence": "配偶者からの暴力について相談・通報あり。",
+        }.get(crime, f"{CRIME_JA[crime]}の被害届を受理。")
+        if hh is not None and rng.random() < 0.3:
+            text += f"被害者 {hh['name']}。"
+        if hh is not None and rng.random() < 0.15:
+            text += f"連絡先 {hh['phone']}。"
+        return text
+
+    # -- malformed events --------------------------------------------------------------------
+    def _corrupt(self, rng: random.Random, dataset: str, event: dict) -> SimEvent:
+        """Turn a good event into one malformed kind (chosen at random)."""
+        kind = rng.choice(list(BAD_KINDS))
+        contract = self.contracts.get(dataset)
+        bad = dict(event)
+        fields = contract.fields
+
+        def pick(pred):
+            return rng.choice([f for f in fields if pred(f)])
+
+        if kind == "out_of_range" and not any(
+            f.minimum is not None and f.name in bad and f.name != "schema_version" for f in fields
+        ):
+            kind = "wrong_schema_version"  # nothing numeric to push out of range in this event
+
+        payload: dict | bytes
+        if kind == "broken_json":
+            text = _dumps(bad)
+            payload = text[: rng.randint(1, len(text) - 2)].encode()
+        elif kind == "not_an_object":
+            payload = json.dumps([bad], ensure_ascii=False).encode()
+        elif kind == "non_utf8":
+            # A legacy export in Shift_JIS; add a byte that can never start UTF-8 to be sure.
+            payload = _dumps(bad).encode("cp932", errors="replace") + b"\xff"
+        elif kind == "missing_field":
+            del bad[pick(lambda f: f.required and f.name in bad).name]
+            payload = bad
+        elif kind == "wrong_type":
+            f = pick(lambda f: f.name in bad and f.name != "schema_version")
+            bad[f.name] = _wrong_type(f.type, bad[f.name])
+            payload = bad
+        elif kind == "unknown_code":
+            f = pick(lambda f: (f.enum or f.domain) and f.name in bad)
+            bad[f.name] = {"municipality_code": "13999", "town": "架空町"}.get(f.name, "not_a_code")
+            payload = bad
+        elif kind == "future_timestamp":
+            f = pick(lambda f: f.not_future and f.name in bad)
+            future = self._now + timedelta(days=rng.randint(2, 400))
+            for name in {f.name, "produced_at"}:
+                bad[name] = _iso(future.astimezone(JST))
+            payload = bad
+        elif kind == "oversized_field":
+            f = pick(lambda f: f.type is FieldType.STRING and f.max_length and not f.enum)
+            bad[f.name] = "あ" * (f.max_length + rng.randint(1, 500))
+            payload = bad
+        elif kind == "oversized_event":
+            bad["notes" if dataset == "visit_outcome" else "narrative"] = "x" * 70_000
+            payload = _dumps(bad).encode()
+        elif kind == "unknown_field":
+            bad[rng.choice(("resident_email", "my_number", "licence_plate"))] = "x"
+            payload = bad
+        elif kind == "bad_format":
+            f = pick(lambda f: (f.pattern or f.type in (FieldType.UUID, FieldType.TIMESTAMP))
+                     and f.name in bad)  # fmt: skip
+            bad[f.name] = {FieldType.TIMESTAMP: "2026/11/20 10:15"}.get(f.type, "??-not-valid")
+            payload = bad
+        elif kind == "out_of_range":
+            f = pick(lambda f: (f.minimum is not None) and f.name in bad
+                     and f.name != "schema_version")  # fmt: skip
+            beyond = (f.maximum or 0) + rng.randint(1, 50)
+            bad[f.name] = int(beyond) if f.type is FieldType.INTEGER else float(beyond)
+            payload = bad
+        else:  # wrong_schema_version
+            bad["schema_version"] = contract.version + 1
+            payload = bad
+        return SimEvent(dataset, payload, kind)
+
+
+def _wrong_type(t: FieldType, value):
+    """A value of the wrong JSON type, as a careless export would write it."""
+    match t:
+        case FieldType.INTEGER | FieldType.NUMBER:
+            return str(value)
+        case FieldType.BOOLEAN:
+            return "yes" if value else "no"
+        case FieldType.ARRAY:
+            return ",".join(value)
+        case FieldType.TIMESTAMP:
+            return 1_700_000_000
+        case _:
+            return 12345
+
+
+def _dumps(event: dict) -> str:
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"))

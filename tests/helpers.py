@@ -1,0 +1,50 @@
+"""Helpers shared by the tests: reading topics back from a real broker, free ports."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+from kafka import TopicPartition
+
+from visitshare import kafka
+from visitshare.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def read_topic(settings: Settings, topic: str, expected: int | None = None, timeout_s: float = 30):
+    """Every record of `topic` from the beginning, in partition order.
+
+    Reads until `expected` records arrived (then one more fetch, so extras would show) or,
+    without `expected`, until two fetches in a row return nothing.
+    """
+    consumer = kafka.consumer(settings, group_id=None)
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        records = []
+        empty = 0
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            batch = consumer.poll(timeout_ms=500, max_records=5000)
+            got = [r for rs in batch.values() for r in rs]
+            records.extend(got)
+            empty = 0 if got else empty + 1
+            if expected is not None and len(records) >= expected and empty >= 1:
+                break
+            if expected is None and empty >= 2:
+                break
+        return sorted(records, key=lambda r: (r.partition, r.offset))
+    finally:
+        consumer.close()
+
+
+def headers(record) -> dict[str, bytes]:
+    return dict(record.headers or [])

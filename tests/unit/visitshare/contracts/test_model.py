@@ -1,0 +1,108 @@
+"""Contract loading: the real contracts load, malformed ones fail naming file and field."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from visitshare.contracts import ContractError, ContractRegistry, PiiClass, load_contract
+from visitshare.settings import REPO_ROOT
+
+SCHEMAS = REPO_ROOT / "schemas"
+
+
+def test_both_contracts_load_with_every_design_field(contracts):
+    visit = contracts.get("visit_outcome")
+    incident = contracts.get("incident_report")
+    assert visit.id == "visit_outcome.v1" and visit.topic == "visits.outcomes.v1"
+    assert incident.id == "incident_report.v1" and incident.topic == "incidents.reports.v1"
+    # DESIGN §3 sketches
+    for name in ("visit_id", "household_id", "resident_name", "phone", "address_line",
+                 "municipality_code", "town", "visited_at", "outcome", "residents_count",
+                 "elderly_only", "vulnerabilities", "recommendations", "materials", "concerns",
+                 "follow_up_requested", "satisfaction", "officer_id", "koban_id", "notes"):  # fmt: skip
+        visit.field(name)
+    for name in ("incident_id", "reported_at", "occurred_at", "crime_type", "municipality_code",
+                 "town", "latitude", "longitude", "address_line", "victim_household_id",
+                 "victim_age_band", "status", "narrative"):  # fmt: skip
+        incident.field(name)
+
+
+def test_every_field_has_a_pii_class_and_a_description(contracts):
+    for c in contracts:
+        for f in c.fields:
+            assert isinstance(f.pii, PiiClass) and f.description
+
+
+def test_pii_classes_are_as_the_design_says(contracts):
+    visit = contracts.get("visit_outcome")
+    direct = {f.name for f in visit.fields_by_pii(PiiClass.DIRECT_IDENTIFIER)}
+    assert {"visit_id", "household_id", "resident_name", "phone", "address_line"} <= direct
+    assert visit.field("notes").pii is PiiClass.FREE_TEXT
+    assert visit.field("town").pii is PiiClass.QUASI_IDENTIFIER
+    crime = contracts.get("incident_report").field("crime_type")
+    assert crime.pii is PiiClass.SENSITIVE
+    assert set(crime.sensitive_values) == {"sexual_offence", "domestic_violence"}
+
+
+def test_registry_lookup_by_name_id_and_topic(contracts):
+    assert contracts.get("visit_outcome.v1") is contracts.get("visit_outcome")
+    assert contracts.by_topic("incidents.reports.v1").name == "incident_report"
+    with pytest.raises(KeyError, match="no contract 'nope'"):
+        contracts.get("nope")
+
+
+def _write(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((SCHEMAS / "visit_outcome.v1.yaml").read_text())
+    mutate(raw)
+    path = tmp_path / "visit_outcome.v1.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True))
+    return path
+
+
+def _field(raw, name):
+    return next(f for f in raw["fields"] if f["name"] == name)
+
+
+MALFORMED = [
+    ("missing pii", lambda r: _field(r, "phone").pop("pii"), ["'phone'", "pii", "required"]),
+    ("unknown pii class", lambda r: _field(r, "phone").update(pii="secret"), ["'phone'", "pii"]),
+    ("unknown type", lambda r: _field(r, "town").update(type="text"), ["'town'", "type"]),
+    ("enum on integer", lambda r: _field(r, "satisfaction").update(enum=["1"]), ["'satisfaction'", "enum"]),
+    ("bad regex", lambda r: _field(r, "phone").update(pattern="(0["), ["'phone'", "regular expression"]),
+    ("array without items", lambda r: _field(r, "concerns").pop("items"), ["'concerns'", "items"]),
+    ("unknown key", lambda r: _field(r, "town").update(maxlen=3), ["'town'", "maxlen"]),
+    ("direct identifier kept", lambda r: _field(r, "phone").update(disclosure="keep"), ["'phone'", "dropped or pseudonymized"]),
+    ("quasi without rule", lambda r: _field(r, "visited_at").pop("disclosure"), ["'visited_at'", "disclosure"]),
+    ("duplicate field", lambda r: r["fields"].append(dict(_field(r, "town"))), ["duplicate", "town"]),
+    ("event_time not a timestamp", lambda r: r.update(event_time="town"), ["event_time", "town"]),
+    ("key names no field", lambda r: r.update(key=["ward"]), ["'ward'"]),
+    ("no description", lambda r: _field(r, "outcome").update(description=""), ["'outcome'", "description"]),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "mutate", "fragments"), MALFORMED, ids=[m[0] for m in MALFORMED])
+def test_malformed_contract_names_file_and_field(tmp_path, case, mutate, fragments):
+    path = _write(tmp_path, mutate)
+    with pytest.raises(ContractError) as err:
+        load_contract(path)
+    message = str(err.value)
+    assert str(path) in message
+    for fragment in fragments:
+        assert fragment in message, f"{case}: {fragment!r} missing from {message!r}"
+
+
+def test_not_yaml_and_wrong_file_name(tmp_path):
+    bad = tmp_path / "visit_outcome.v1.yaml"
+    bad.write_text("fields: [unclosed\n")
+    with pytest.raises(ContractError, match="not valid YAML"):
+        load_contract(bad)
+    wrong = tmp_path / "visits.v1.yaml"
+    wrong.write_text((SCHEMAS / "visit_outcome.v1.yaml").read_text())
+    with pytest.raises(ContractError, match=r"file name must be visit_outcome\.v1\.yaml"):
+        load_contract(wrong)
+
+
+def test_empty_directory(tmp_path):
+    with pytest.raises(ContractError, match="no contract files"):
+        ContractRegistry.load(tmp_path)

@@ -1,0 +1,136 @@
+"""Table-driven validation: one row per kind of malformed event, plus the clean case."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from visitshare.contracts import EventValidator, Reason
+
+NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
+
+GOOD_VISIT = {
+    "event_id": "857842d6-9b52-482b-812a-54874abc6394",
+    "schema_version": 1,
+    "produced_at": "2026-11-20T11:30:00+09:00",
+    "visit_id": "V-13104-00DDB073B8",
+    "household_id": "HH-13104-0058-03375",
+    "resident_name": "中村 和也",
+    "phone": "080-6400-2141",
+    "address_line": "東京都新宿区西新宿2丁目8番2号",
+    "municipality_code": "13104",
+    "town": "西新宿",
+    "visited_at": "2026-11-20T10:15:00+09:00",
+    "koban_id": "13104-K08",
+    "officer_id": "P104080",
+    "outcome": "completed",
+    "residents_count": 2,
+    "elderly_only": True,
+    "vulnerabilities": ["no_secondary_lock", "poor_lighting"],
+    "recommendations": ["install_secondary_lock"],
+    "materials": ["leaflet_special_fraud"],
+    "workshop_invited": False,
+    "concerns": ["special_fraud"],
+    "follow_up_requested": False,
+    "satisfaction": 5,
+    "notes": "中村 和也様宅を訪問。連絡先 080-6400-2141。",
+}
+
+
+@pytest.fixture
+def validator(contracts):
+    return EventValidator(contracts.get("visit_outcome"), clock=lambda: NOW)
+
+
+def test_a_good_event_has_no_violations(validator):
+    assert validator.validate(GOOD_VISIT) == []
+
+
+def _without(name):
+    return {k: v for k, v in GOOD_VISIT.items() if k != name}
+
+
+CASES = [
+    ("missing required", _without("visit_id"), Reason.MISSING_FIELD, "visit_id"),
+    ("required null", {**GOOD_VISIT, "town": None}, Reason.MISSING_FIELD, "town"),
+    ("unknown field", {**GOOD_VISIT, "resident_email": "a@b.jp"}, Reason.UNKNOWN_FIELD, "resident_email"),
+    ("string for int", {**GOOD_VISIT, "satisfaction": "5"}, Reason.WRONG_TYPE, "satisfaction"),
+    ("bool is not int", {**GOOD_VISIT, "residents_count": True}, Reason.WRONG_TYPE, "residents_count"),
+    ("int for bool", {**GOOD_VISIT, "elderly_only": 1}, Reason.WRONG_TYPE, "elderly_only"),
+    ("string for list", {**GOOD_VISIT, "concerns": "special_fraud"}, Reason.WRONG_TYPE, "concerns"),
+    ("epoch timestamp", {**GOOD_VISIT, "visited_at": 1763600000}, Reason.WRONG_TYPE, "visited_at"),
+    ("unknown enum", {**GOOD_VISIT, "outcome": "maybe"}, Reason.UNKNOWN_VALUE, "outcome"),
+    ("unknown list item", {**GOOD_VISIT, "materials": ["tissues"]}, Reason.UNKNOWN_VALUE, "materials"),
+    ("unknown municipality", {**GOOD_VISIT, "municipality_code": "13999"}, Reason.UNKNOWN_VALUE, "municipality_code"),
+    ("town of another ward", {**GOOD_VISIT, "town": "三軒茶屋"}, Reason.UNKNOWN_VALUE, "town"),
+    ("above maximum", {**GOOD_VISIT, "satisfaction": 6}, Reason.OUT_OF_RANGE, "satisfaction"),
+    ("below minimum", {**GOOD_VISIT, "residents_count": 0}, Reason.OUT_OF_RANGE, "residents_count"),
+    ("too long", {**GOOD_VISIT, "notes": "あ" * 2001}, Reason.TOO_LONG, "notes"),
+    ("too many items", {**GOOD_VISIT, "materials": ["leaflet_burglary"] * 11}, Reason.TOO_LONG, "materials"),
+    ("repeated item", {**GOOD_VISIT, "concerns": ["burglary", "burglary"]}, Reason.BAD_FORMAT, "concerns"),
+    ("not a uuid", {**GOOD_VISIT, "event_id": "not-a-uuid"}, Reason.BAD_FORMAT, "event_id"),
+    ("phone format", {**GOOD_VISIT, "phone": "+81 80 6400 2141"}, Reason.BAD_FORMAT, "phone"),
+    ("no utc offset", {**GOOD_VISIT, "visited_at": "2026-11-20T10:15:00"}, Reason.BAD_FORMAT, "visited_at"),
+    ("not a date", {**GOOD_VISIT, "visited_at": "2026-02-30T10:15:00+09:00"}, Reason.BAD_FORMAT, "visited_at"),
+    ("slashes", {**GOOD_VISIT, "visited_at": "2026/11/20 10:15"}, Reason.BAD_FORMAT, "visited_at"),
+    ("future", {**GOOD_VISIT, "visited_at": "2026-11-20T12:10:00+09:00"}, Reason.FUTURE_TIMESTAMP, "visited_at"),
+    ("next version", {**GOOD_VISIT, "schema_version": 2}, Reason.WRONG_SCHEMA_VERSION, "schema_version"),
+    ("not an object", [GOOD_VISIT], Reason.NOT_AN_OBJECT, None),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("case", "event", "reason", "field"), CASES, ids=[c[0] for c in CASES])
+def test_each_kind_of_bad_event_gets_its_reason(validator, case, event, reason, field):
+    problems = validator.validate(event)
+    assert [(p.reason, p.field) for p in problems] == [(reason, field)]
+
+
+def test_future_tolerance_is_a_boundary(contracts):
+    v = EventValidator(
+        contracts.get("visit_outcome"), clock=lambda: NOW, future_tolerance=timedelta(minutes=5)
+    )
+    at_limit = (NOW + timedelta(minutes=5)).astimezone().isoformat(timespec="seconds")
+    past_limit = (NOW + timedelta(minutes=5, seconds=1)).astimezone().isoformat(timespec="seconds")
+    assert v.validate({**GOOD_VISIT, "produced_at": at_limit}) == []
+    assert [p.reason for p in v.validate({**GOOD_VISIT, "produced_at": past_limit})] == [
+        Reason.FUTURE_TIMESTAMP
+    ]
+
+
+def test_messages_never_contain_the_offending_value(validator):
+    """Reasons go into DLQ headers and logs: a bad phone number must not be repeated there."""
+    secrets = {
+        "phone": "090-1234-567X",
+        "resident_name": "山田 花子" * 30,
+        "town": "山田花子の家",
+        "household_id": "HH-山田花子",
+        "notes": "山田花子 090-1234-5678 " * 200,
+    }
+    for name, value in secrets.items():
+        for p in validator.validate({**GOOD_VISIT, name: value}):
+            assert value not in p.message and "山田" not in p.message and "1234" not in p.message
+
+
+def test_all_violations_are_reported_not_just_the_first(validator):
+    event = {**_without("visit_id"), "satisfaction": 9, "outcome": "maybe"}
+    assert {p.field for p in validator.validate(event)} == {"visit_id", "satisfaction", "outcome"}
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"event_id": "x"', Reason.INVALID_JSON),
+        (b"\x93\x8c\x8b\x9e\x93s", Reason.INVALID_UTF8),  # 東京都 in Shift_JIS
+        (b'{"a": 1}' + b" " * 70_000, Reason.OVERSIZED_EVENT),
+        (b"NaN", Reason.INVALID_JSON),
+    ],
+)
+def test_bytes_that_do_not_decode(validator, raw, reason):
+    event, problems = validator.check_bytes(raw)
+    assert event is None and [p.reason for p in problems] == [reason]
+
+
+def test_good_bytes_decode_and_validate(validator):
+    import json
+
+    event, problems = validator.check_bytes(json.dumps(GOOD_VISIT, ensure_ascii=False).encode())
+    assert problems == [] and event == GOOD_VISIT

@@ -1,0 +1,35 @@
+import pytest
+from pydantic import ValidationError
+
+from visitshare.settings import Settings
+
+
+def test_embedded_defaults(isolated_env):
+    s = Settings()
+    assert s.embedded_broker
+    assert s.bootstrap == "127.0.0.1:19092"
+    assert s.db_url == f"sqlite:///{isolated_env.resolve() / 'visitshare.db'}"
+    assert s.lake == isolated_env.resolve() / "lake"
+    assert s.topic("visits.outcomes.v1") == "visits.outcomes.v1"
+
+
+def test_external_bootstrap_switches_off_the_embedded_broker(monkeypatch):
+    monkeypatch.setenv("VISITSHARE_KAFKA_BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+    s = Settings()
+    assert not s.embedded_broker
+    assert s.bootstrap == "kafka-1:9092,kafka-2:9092"
+
+
+def test_settings_come_from_prefixed_variables_only(monkeypatch):
+    monkeypatch.setenv("KAFKA_BOOTSTRAP", "elsewhere:9092")  # not ours: ignored
+    monkeypatch.setenv("VISITSHARE_TOPIC_PREFIX", "staging.")
+    monkeypatch.setenv("VISITSHARE_BROKER_PORT", "29092")
+    s = Settings()
+    assert s.embedded_broker and s.bootstrap == "127.0.0.1:29092"
+    assert s.topic("releases.v1") == "staging.releases.v1"
+
+
+def test_invalid_values_are_rejected(monkeypatch):
+    monkeypatch.setenv("VISITSHARE_BROKER_PORT", "70000")
+    with pytest.raises(ValidationError, match="broker_port"):
+        Settings()

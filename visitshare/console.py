@@ -1,0 +1,93 @@
+"""Shared pieces of the command line: console, progress bars, report tables, error exit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A problem the user can fix; printed as one line, exit code 1."""
+
+
+def setup_logging(verbose: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err_console, show_path=False, rich_tracebacks=False)],
+        force=True,
+    )
+
+
+@contextmanager
+def progress_bar(description: str, total: int | None) -> Iterator:
+    """A progress bar; yields `advance(n)`. Rich hides it when output is not a terminal."""
+    columns = [SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()]
+    columns += [TimeElapsedColumn(), TimeRemainingColumn()] if total else [TimeElapsedColumn()]
+    with Progress(*columns, console=err_console, transient=False) as progress:
+        task = progress.add_task(description, total=total)
+        yield lambda n: progress.advance(task, n)
+
+
+def publish_report_tables(report) -> list[Table]:
+    """Tables for a `PublishReport`: per topic, DLQ reasons, outbox, throughput."""
+    topics = Table(title="Events by topic", title_justify="left")
+    topics.add_column("topic")
+    topics.add_column("events", justify="right")
+    for topic, n in sorted(report.delivered.items()):
+        topics.add_row(topic, f"{n:,}")
+    dlq_by_topic: dict[str, int] = {}
+    for (topic, _), n in report.dead_lettered.items():
+        dlq_by_topic[topic] = dlq_by_topic.get(topic, 0) + n
+    for topic, n in sorted(dlq_by_topic.items()):
+        topics.add_row(topic, f"{n:,}")
+    if report.outboxed:
+        topics.add_row("[yellow]local outbox (broker unreachable)[/]", f"{report.outboxed:,}")
+    topics.add_section()
+    topics.add_row("[bold]events in[/]", f"[bold]{report.events_in:,}[/]")
+
+    tables = [topics]
+    if report.rejected:
+        reasons = Table(title="Rejected by the contract (to the DLQ)", title_justify="left")
+        reasons.add_column("reason")
+        reasons.add_column("events", justify="right")
+        for reason, n in report.rejected.most_common():
+            reasons.add_row(reason, f"{n:,}")
+        tables.append(reasons)
+    return tables
+
+
+def print_publish_report(report, what: str = "published") -> None:
+    for table in publish_report_tables(report):
+        console.print(table)
+    mb = report.bytes_sent / 1e6
+    console.print(
+        f"{what}: {report.events_in:,} events in {report.elapsed_s:.2f} s "
+        f"({report.rate:,.0f} events/s, {mb:,.1f} MB sent)"
+    )
+    if report.outbox_flushed:
+        console.print(f"outbox: {report.outbox_flushed:,} earlier events delivered first")
+    if report.outbox_pending:
+        console.print(
+            f"[yellow]outbox: {report.outbox_pending:,} events wait in the local outbox "
+            f"({report.broker_error}); `visitshare outbox flush` sends them in order[/]"
+        )
+    if not report.reconciles():  # pragma: no cover - a bug, shown loudly if it ever happens
+        console.print("[red]counts do not reconcile: events in ≠ delivered + DLQ + outbox[/]")

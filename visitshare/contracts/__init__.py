@@ -1,0 +1,30 @@
+"""Data contracts (`schemas/*.vN.yaml`) and everything derived from them."""
+
+from visitshare.contracts.derive import arrow_schema, json_schema, sql_columns
+from visitshare.contracts.model import (
+    Contract,
+    ContractError,
+    ContractRegistry,
+    FieldSpec,
+    FieldType,
+    PiiClass,
+    load_contract,
+)
+from visitshare.contracts.validator import EventValidator, Reason, Violation, parse_timestamp
+
+__all__ = [
+    "Contract",
+    "ContractError",
+    "ContractRegistry",
+    "EventValidator",
+    "FieldSpec",
+    "FieldType",
+    "PiiClass",
+    "Reason",
+    "Violation",
+    "arrow_schema",
+    "json_schema",
+    "load_contract",
+    "parse_timestamp",
+    "sql_columns",
+]

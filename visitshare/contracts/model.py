@@ -1,0 +1,284 @@
+"""The data-contract model and its loader: one YAML file per event type in `schemas/`."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ContractError(ValueError):
+    """A contract file that cannot be used; the message names the file and the field."""
+
+
+class PiiClass(StrEnum):
+    DIRECT_IDENTIFIER = "direct_identifier"
+    QUASI_IDENTIFIER = "quasi_identifier"
+    SENSITIVE = "sensitive"
+    FREE_TEXT = "free_text"
+    PUBLIC = "public"
+
+
+class FieldType(StrEnum):
+    STRING = "string"
+    UUID = "uuid"
+    INTEGER = "integer"
+    NUMBER = "number"
+    BOOLEAN = "boolean"
+    TIMESTAMP = "timestamp"
+    ARRAY = "array"
+
+
+class Domain(StrEnum):
+    """Value sets that come from reference data instead of the contract file."""
+
+    TOKYO_MUNICIPALITY = "tokyo_municipality"
+    TOKYO_TOWN = "tokyo_town"  # a town of the event's municipality_code
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Disclosure(_Strict):
+    """What the shared zone does with a field (applied by the anonymization step)."""
+
+    action: Literal["keep", "drop", "pseudonymize", "coarsen", "cap", "band"]
+    coarsen: Literal["day", "month"] | None = None
+    cap: int | None = None
+    band: dict[str, str] | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_shorthand(cls, value: Any) -> Any:
+        # YAML spells the rule as "drop" or {coarsen: day}; normalize to {action: ..., ...}.
+        if isinstance(value, str):
+            return {"action": value}
+        if isinstance(value, dict) and "action" not in value and len(value) == 1:
+            (action,) = value
+            return {"action": action, **value}
+        return value
+
+
+class Items(_Strict):
+    enum: list[str] = Field(min_length=1)
+
+
+class FieldSpec(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    type: FieldType
+    required: bool
+    pii: PiiClass
+    description: str = Field(min_length=1)
+    enum: list[str] | None = Field(None, min_length=1)
+    domain: Domain | None = None
+    pattern: str | None = None
+    max_length: int | None = Field(None, gt=0)
+    minimum: float | None = None
+    maximum: float | None = None
+    max_items: int | None = Field(None, gt=0)
+    items: Items | None = None
+    not_future: bool = False
+    sensitive_values: list[str] | None = None
+    disclosure: Disclosure | None = None
+
+    @field_validator("pattern")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _keys_fit_type(self) -> FieldSpec:
+        t = self.type
+        string_like = t in (FieldType.STRING,)
+        if (self.enum or self.pattern or self.domain) and not string_like:
+            raise ValueError("enum, pattern and domain apply to string fields only")
+        if self.max_length is not None and t not in (FieldType.STRING,):
+            raise ValueError("max_length applies to string fields only")
+        if (self.minimum is not None or self.maximum is not None) and t not in (
+            FieldType.INTEGER,
+            FieldType.NUMBER,
+        ):
+            raise ValueError("minimum/maximum apply to integer and number fields only")
+        if t is FieldType.ARRAY and self.items is None:
+            raise ValueError("an array field needs 'items' with its allowed values")
+        if t is not FieldType.ARRAY and (self.items is not None or self.max_items is not None):
+            raise ValueError("items/max_items apply to array fields only")
+        if self.not_future and t is not FieldType.TIMESTAMP:
+            raise ValueError("not_future applies to timestamp fields only")
+        if self.sensitive_values:
+            allowed = set(self.allowed_values or ())
+            if not set(self.sensitive_values) <= allowed:
+                raise ValueError("sensitive_values must be among the field's allowed values")
+        if self.disclosure is None and self.pii is not PiiClass.PUBLIC:
+            raise ValueError(f"a {self.pii.value} field must declare a disclosure rule")
+        d = self.disclosure
+        if d is not None:
+            if d.action == "pseudonymize" and self.pii is not PiiClass.DIRECT_IDENTIFIER:
+                raise ValueError("only direct identifiers are pseudonymized")
+            if self.pii in (PiiClass.DIRECT_IDENTIFIER, PiiClass.FREE_TEXT) and d.action not in (
+                "drop",
+                "pseudonymize",
+            ):
+                raise ValueError(f"a {self.pii.value} field must be dropped or pseudonymized")
+            if d.action == "coarsen" and (t is not FieldType.TIMESTAMP or d.coarsen is None):
+                raise ValueError("coarsen needs a timestamp field and a unit (day or month)")
+            if d.action == "cap" and (t is not FieldType.INTEGER or not d.cap):
+                raise ValueError("cap needs an integer field and a positive cap")
+            if d.action == "band" and (not d.band or set(d.band) != set(self.enum or ())):
+                raise ValueError("band must map every allowed value to a band")
+        return self
+
+    @property
+    def allowed_values(self) -> list[str] | None:
+        """Allowed values of an enum field, or of the items of an array field."""
+        if self.items is not None:
+            return self.items.enum
+        return self.enum
+
+
+class ContractDisclosure(_Strict):
+    k_anonymity: int = Field(5, ge=2)
+    min_cell_count: int = Field(10, ge=2)
+    quasi_identifiers: list[str] = Field(default_factory=list)
+
+
+class Contract(_Strict):
+    name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    version: int = Field(ge=1)
+    topic: str = Field(min_length=1)
+    description: str = Field(min_length=1)
+    event_time: str
+    key: list[str] = Field(min_length=1)
+    disclosure: ContractDisclosure = Field(default_factory=ContractDisclosure)
+    fields: list[FieldSpec] = Field(min_length=1)
+    path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _references_exist(self) -> Contract:
+        names = [f.name for f in self.fields]
+        dupes = {n for n in names if names.count(n) > 1}
+        if dupes:
+            raise ValueError(f"duplicate field names: {sorted(dupes)}")
+        by_name = {f.name: f for f in self.fields}
+        for required in ("event_id", "schema_version", "produced_at"):
+            if required not in by_name:
+                raise ValueError(f"every contract needs the envelope field {required!r}")
+        if by_name["event_id"].type is not FieldType.UUID:
+            raise ValueError("event_id must be of type uuid")
+        et = by_name.get(self.event_time)
+        if et is None or et.type is not FieldType.TIMESTAMP:
+            raise ValueError(f"event_time {self.event_time!r} must name a timestamp field")
+        for ref in (*self.key, *self.disclosure.quasi_identifiers):
+            if ref not in by_name:
+                raise ValueError(f"{ref!r} is referenced but is not a field")
+        towns = [f for f in self.fields if f.domain is Domain.TOKYO_TOWN]
+        if towns and by_name.get("municipality_code", FieldSpec.model_construct()).domain is not (
+            Domain.TOKYO_MUNICIPALITY
+        ):
+            raise ValueError(
+                "a tokyo_town field needs a municipality_code field (tokyo_municipality)"
+            )
+        return self
+
+    @property
+    def id(self) -> str:
+        """`name.vN`, as used in headers, file names and reports."""
+        return f"{self.name}.v{self.version}"
+
+    def field(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(f"{self.id} has no field {name!r}")
+
+    @property
+    def field_names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def fields_by_pii(self, *classes: PiiClass) -> list[FieldSpec]:
+        return [f for f in self.fields if f.pii in classes]
+
+
+def _describe(error: dict[str, Any], raw: Any) -> str:
+    """Render one pydantic error as `field 'x': key: message`, naming fields, not list indexes."""
+    loc = list(error["loc"])
+    where: list[str] = []
+    if len(loc) >= 2 and loc[0] == "fields" and isinstance(loc[1], int):
+        try:
+            name = raw["fields"][loc[1]].get("name", f"#{loc[1] + 1}")
+        except (KeyError, IndexError, TypeError, AttributeError):
+            name = f"#{loc[1] + 1}"
+        where.append(f"field {name!r}")
+        loc = loc[2:]
+    rest = ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+    if rest:
+        where.append(rest)
+    msg = error["msg"].removeprefix("Value error, ")
+    return f"{': '.join(where) or 'contract'}: {msg}"
+
+
+def load_contract(path: Path) -> Contract:
+    """Load and check one contract file; raise ContractError naming the file and field."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ContractError(f"{path}: cannot read contract: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ContractError(f"{path}: not valid YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise ContractError(f"{path}: a contract must be a YAML mapping")
+    try:
+        contract = Contract.model_validate({**raw, "path": path})
+    except ValidationError as exc:
+        details = "; ".join(_describe(e, raw) for e in exc.errors())
+        raise ContractError(f"{path}: {details}") from None
+    expected = f"{contract.name}.v{contract.version}.yaml"
+    if path.name != expected:
+        raise ContractError(f"{path}: file name must be {expected} (name and version inside)")
+    return contract
+
+
+class ContractRegistry:
+    """All contracts of a directory, by name (latest version) and by id (`name.vN`)."""
+
+    def __init__(self, contracts: list[Contract]):
+        self._by_id = {c.id: c for c in contracts}
+        self._latest: dict[str, Contract] = {}
+        for c in sorted(contracts, key=lambda c: c.version):
+            self._latest[c.name] = c
+
+    @classmethod
+    def load(cls, directory: Path) -> ContractRegistry:
+        files = sorted(directory.glob("*.v*.yaml"))
+        if not files:
+            raise ContractError(f"{directory}: no contract files (*.vN.yaml)")
+        return cls([load_contract(p) for p in files])
+
+    def get(self, name: str) -> Contract:
+        """A contract by name (its latest version) or by id (`visit_outcome.v1`)."""
+        found = self._by_id.get(name) or self._latest.get(name)
+        if found is None:
+            raise KeyError(f"no contract {name!r}; known: {', '.join(sorted(self._latest))}")
+        return found
+
+    def by_topic(self, topic: str) -> Contract:
+        for c in self._latest.values():
+            if c.topic == topic:
+                return c
+        raise KeyError(f"no contract publishes to topic {topic!r}")
+
+    def __iter__(self):
+        return iter(self._latest.values())
+
+    def names(self) -> list[str]:
+        return sorted(self._latest)

@@ -1,0 +1,282 @@
+"""Event validation compiled from a contract: fast enough for the producer's hot path.
+
+Messages name the field and the rule, never the offending value: values can be personal data,
+and these messages end up in DLQ headers and logs.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+from visitshare import geography
+from visitshare.contracts.model import Contract, Domain, FieldSpec, FieldType
+
+
+class Reason(StrEnum):
+    """Why an event was rejected. Stable codes: they are written to DLQ headers and reports."""
+
+    INVALID_UTF8 = "invalid_utf8"
+    INVALID_JSON = "invalid_json"
+    NOT_AN_OBJECT = "not_an_object"
+    OVERSIZED_EVENT = "oversized_event"
+    MISSING_FIELD = "missing_field"
+    UNKNOWN_FIELD = "unknown_field"
+    WRONG_TYPE = "wrong_type"
+    UNKNOWN_VALUE = "unknown_value"
+    OUT_OF_RANGE = "out_of_range"
+    TOO_LONG = "too_long"
+    BAD_FORMAT = "bad_format"
+    FUTURE_TIMESTAMP = "future_timestamp"
+    WRONG_SCHEMA_VERSION = "wrong_schema_version"
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    reason: Reason
+    field: str | None
+    message: str
+
+    def as_dict(self) -> dict[str, str | None]:
+        return {"reason": self.reason.value, "field": self.field, "message": self.message}
+
+
+Check = Callable[[Any], "Violation | None"]
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+
+
+# RFC 3339 date-time: ISO 8601 with a mandatory UTC offset ("2026-11-20T10:15:00+09:00").
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
+_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
+
+
+def parse_timestamp(value: str) -> datetime | None:
+    """An aware datetime from RFC 3339 text, or None if malformed or not a real date."""
+    if _TIMESTAMP.match(value) is None:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:  # e.g. 2026-02-30
+        return None
+
+
+class EventValidator:
+    """Validates decoded events (dicts) and raw message values (bytes) against one contract."""
+
+    def __init__(
+        self,
+        contract: Contract,
+        *,
+        max_event_bytes: int = 65_536,
+        future_tolerance: timedelta = timedelta(minutes=5),
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ):
+        self.contract = contract
+        self.max_event_bytes = max_event_bytes
+        self._future_tolerance = future_tolerance
+        self._clock = clock
+        self._known = frozenset(contract.field_names)
+        self._checks: list[tuple[str, bool, Check]] = [
+            (f.name, f.required, self._compile(f)) for f in contract.fields
+        ]
+        self._town_fields = [f.name for f in contract.fields if f.domain is Domain.TOKYO_TOWN]
+        self._future_fields = [f.name for f in contract.fields if f.not_future]
+
+    # -- compile one field into a check of a non-null value ------------------------------
+    def _compile(self, f: FieldSpec) -> Check:
+        name = f.name
+
+        def bad(reason: Reason, message: str) -> Violation:
+            return Violation(reason, name, f"field {name!r} {message}")
+
+        t = f.type
+        if t is FieldType.STRING or t is FieldType.UUID:
+            pattern = re.compile(f.pattern) if f.pattern else None
+            allowed = frozenset(f.enum) if f.enum else None
+            if f.domain is Domain.TOKYO_MUNICIPALITY:
+                allowed = frozenset(geography.municipalities())
+            max_len = f.max_length
+
+            def check_str(v: Any) -> Violation | None:
+                if type(v) is not str:
+                    return bad(Reason.WRONG_TYPE, f"must be a {t.value}, got {type(v).__name__}")
+                if max_len is not None and len(v) > max_len:
+                    return bad(Reason.TOO_LONG, f"is {len(v)} characters, limit {max_len}")
+                if t is FieldType.UUID and _UUID.fullmatch(v) is None:
+                    return bad(Reason.BAD_FORMAT, "is not a UUID")
+                if allowed is not None and v not in allowed:
+                    return bad(Reason.UNKNOWN_VALUE, "has a value that is not allowed")
+                if pattern is not None and pattern.fullmatch(v) is None:
+                    return bad(Reason.BAD_FORMAT, "does not match its format")
+                return None
+
+            return check_str
+
+        if t is FieldType.INTEGER or t is FieldType.NUMBER:
+            lo, hi = f.minimum, f.maximum
+            if name == "schema_version":
+                version = self.contract.version
+
+                def check_version(v: Any) -> Violation | None:
+                    if type(v) is not int:
+                        return bad(Reason.WRONG_TYPE, f"must be an integer, got {type(v).__name__}")
+                    if v != version:
+                        return bad(
+                            Reason.WRONG_SCHEMA_VERSION,
+                            f"must be {version} for {self.contract.id}",
+                        )
+                    return None
+
+                return check_version
+            types = (int,) if t is FieldType.INTEGER else (int, float)
+
+            def check_num(v: Any) -> Violation | None:
+                if type(v) not in types:
+                    return bad(Reason.WRONG_TYPE, f"must be {t.value}, got {type(v).__name__}")
+                if type(v) is float and not math.isfinite(v):
+                    return bad(Reason.BAD_FORMAT, "is not a finite number")
+                if (lo is not None and v < lo) or (hi is not None and v > hi):
+                    return bad(Reason.OUT_OF_RANGE, f"is outside [{lo}, {hi}]")
+                return None
+
+            return check_num
+
+        if t is FieldType.BOOLEAN:
+
+            def check_bool(v: Any) -> Violation | None:
+                if type(v) is not bool:
+                    return bad(Reason.WRONG_TYPE, f"must be true or false, got {type(v).__name__}")
+                return None
+
+            return check_bool
+
+        if t is FieldType.TIMESTAMP:
+
+            def check_ts(v: Any) -> Violation | None:
+                if type(v) is not str:
+                    return bad(
+                        Reason.WRONG_TYPE, f"must be an ISO 8601 string, got {type(v).__name__}"
+                    )
+                if len(v) > 40 or parse_timestamp(v) is None:
+                    return bad(Reason.BAD_FORMAT, "is not an RFC 3339 timestamp with UTC offset")
+                return None
+
+            return check_ts
+
+        if t is FieldType.ARRAY:
+            allowed_items = frozenset(f.items.enum)
+            max_items = f.max_items
+
+            def check_array(v: Any) -> Violation | None:
+                if type(v) is not list:
+                    return bad(Reason.WRONG_TYPE, f"must be a list, got {type(v).__name__}")
+                if max_items is not None and len(v) > max_items:
+                    return bad(Reason.TOO_LONG, f"has {len(v)} items, limit {max_items}")
+                for item in v:
+                    if type(item) is not str:
+                        return bad(Reason.WRONG_TYPE, "must hold strings only")
+                    if item not in allowed_items:
+                        return bad(Reason.UNKNOWN_VALUE, "holds a value that is not allowed")
+                if len(set(v)) != len(v):
+                    return bad(Reason.BAD_FORMAT, "repeats a value")
+                return None
+
+            return check_array
+
+        raise AssertionError(t)
+
+    # -- public API ------------------------------------------------------------------------
+    def validate(self, event: Any) -> list[Violation]:
+        """All violations of a decoded event; an empty list means valid."""
+        if type(event) is not dict:
+            return [Violation(Reason.NOT_AN_OBJECT, None, "event must be a JSON object")]
+        out: list[Violation] = []
+        get = event.get
+        for name, required, check in self._checks:
+            v = get(name)
+            if v is None:
+                if required:
+                    out.append(
+                        Violation(
+                            Reason.MISSING_FIELD,
+                            name,
+                            f"required field {name!r} is missing or null",
+                        )
+                    )
+            else:
+                problem = check(v)
+                if problem is not None:
+                    out.append(problem)
+        if not self._known.issuperset(event):
+            for name in sorted(event.keys() - self._known):
+                # The unknown field's name is shown; it is structure, not a value.
+                out.append(
+                    Violation(
+                        Reason.UNKNOWN_FIELD,
+                        name[:64],
+                        f"field {name[:64]!r} is not in {self.contract.id} (no PII class)",
+                    )
+                )
+        if out:
+            return out
+        # Checks that need other fields or the clock run only on otherwise valid events.
+        for name in self._town_fields:
+            if not geography.is_valid_town(event["municipality_code"], event[name]):
+                out.append(
+                    Violation(
+                        Reason.UNKNOWN_VALUE,
+                        name,
+                        f"field {name!r} is not a town of municipality {event['municipality_code']}",
+                    )
+                )
+        latest = self._clock() + self._future_tolerance
+        for name in self._future_fields:
+            v = event.get(name)
+            if v is not None and parse_timestamp(v) > latest:
+                out.append(
+                    Violation(Reason.FUTURE_TIMESTAMP, name, f"field {name!r} is in the future")
+                )
+        return out
+
+    def check_size(self, raw: bytes) -> list[Violation]:
+        if len(raw) > self.max_event_bytes:
+            return [
+                Violation(
+                    Reason.OVERSIZED_EVENT,
+                    None,
+                    f"event is {len(raw)} bytes, limit {self.max_event_bytes}",
+                )
+            ]
+        return []
+
+    def decode(self, raw: bytes) -> tuple[Any, list[Violation]]:
+        """Decode a message value: (event, []) or (None, the problems with the bytes)."""
+        problems = self.check_size(raw)
+        if problems:
+            return None, problems
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return None, [
+                Violation(Reason.INVALID_UTF8, None, f"value is not UTF-8 (byte {exc.start})")
+            ]
+        try:
+            return orjson.loads(raw), []
+        except orjson.JSONDecodeError as exc:
+            where = f" (line {exc.lineno} column {exc.colno})"
+            return None, [Violation(Reason.INVALID_JSON, None, f"value is not valid JSON{where}")]
+
+    def check_bytes(self, raw: bytes) -> tuple[dict | None, list[Violation]]:
+        """Decode and validate a message value: (event, []) or (None, problems)."""
+        event, problems = self.decode(raw)
+        if not problems:
+            problems = self.validate(event)
+        return (None, problems) if problems else (event, [])

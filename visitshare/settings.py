@@ -1,0 +1,94 @@
+"""The one settings object. Every resource choice (embedded or production) is made here.
+
+Values come from `VISITSHARE_*` environment variables. Nothing else in the project reads the
+environment: code receives a `Settings` instance and asks it.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VISITSHARE_", extra="ignore", frozen=True)
+
+    # Where local state lives: broker PID/log, databases, lake, reports, benchmark results.
+    home: Path = Path("var")
+
+    # Kafka. Unset: the embedded Tansu broker on broker_host:broker_port, started by us.
+    # Set (e.g. "kafka-1:9092,kafka-2:9092"): that cluster, and no embedded broker is started.
+    kafka_bootstrap: str | None = None
+    broker_host: str = "127.0.0.1"
+    broker_port: int = Field(19092, ge=1, le=65535)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_client_id: str = "visit-share"
+    # How long a client tries to reach the cluster before we call it unreachable.
+    kafka_connect_timeout_ms: int = Field(5000, ge=100)
+    # Prepended to every topic name (isolates environments or test runs on one cluster).
+    topic_prefix: str = ""
+    topic_replication_factor: int = Field(1, ge=1)
+
+    # Producer path.
+    source_system: str = "mpd-home-visit"
+    compression: Literal["zstd", "gzip", "none"] = "zstd"
+    producer_linger_ms: int = Field(10, ge=0)
+    producer_batch_bytes: int = Field(262_144, ge=1024)
+    # How long a send may stay unconfirmed before the event goes to the outbox.
+    delivery_timeout_ms: int = Field(30_000, ge=1000)
+    request_timeout_ms: int = Field(10_000, ge=500)
+    max_event_bytes: int = Field(65_536, ge=1024)
+    # Timestamps later than now + this are rejected as "in the future".
+    future_tolerance_seconds: int = Field(300, ge=0)
+
+    # Stores. Unset: SQLite files under `home`.
+    database_url: str | None = None
+    lake_dir: Path | None = None
+    contracts_dir: Path = REPO_ROOT / "schemas"
+    infra_dir: Path = REPO_ROOT / "infra"
+
+    @property
+    def embedded_broker(self) -> bool:
+        """True when we run the broker ourselves (no external bootstrap configured)."""
+        return not self.kafka_bootstrap
+
+    @property
+    def bootstrap(self) -> str:
+        return self.kafka_bootstrap or f"{self.broker_host}:{self.broker_port}"
+
+    @cached_property
+    def var(self) -> Path:
+        return self.home.resolve()
+
+    @property
+    def broker_dir(self) -> Path:
+        return self.var / "broker"
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.var / "outbox.db"
+
+    @property
+    def bench_dir(self) -> Path:
+        return self.var / "bench"
+
+    @property
+    def lake(self) -> Path:
+        return (self.lake_dir or self.var / "lake").resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.var / 'visitshare.db'}"
+
+    def topic(self, name: str) -> str:
+        """The physical topic name for a declared topic."""
+        return f"{self.topic_prefix}{name}"
