@@ -48,3 +48,12 @@ def read_topic(settings: Settings, topic: str, expected: int | None = None, time
 
 def headers(record) -> dict[str, bytes]:
     return dict(record.headers or [])
+
+
+def partition_count(settings: Settings, topic: str) -> int:
+    admin = kafka.admin(settings)
+    try:
+        (description,) = admin.describe_topics([topic])
+        return len(description["partitions"])
+    finally:
+        admin.close()

@@ -10,6 +10,7 @@ import logging
 from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka.partitioner.default import murmur2
 
 from visitshare.settings import Settings
 
@@ -74,3 +75,22 @@ def consumer(settings: Settings, **overrides: Any) -> KafkaConsumer:
 
 def admin(settings: Settings, **overrides: Any) -> KafkaAdminClient:
     return KafkaAdminClient(**{**client_options(settings), **overrides})
+
+
+class KeyPartitions:
+    """Kafka's default partition for a keyed record, memoized per key.
+
+    The rule is the Java client's and kafka-python's: murmur2(key), made positive, modulo the
+    partition count. kafka-python computes murmur2 in pure Python on every send; our keys
+    (municipality code + town) repeat all day, so the result is remembered per topic and count.
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[tuple[str, int, bytes], int] = {}
+
+    def __call__(self, topic: str, count: int, key: bytes) -> int:
+        slot = (topic, count, key)
+        partition = self._cache.get(slot)
+        if partition is None:
+            partition = self._cache[slot] = (murmur2(key) & 0x7FFFFFFF) % count
+        return partition

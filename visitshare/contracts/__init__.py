@@ -1,6 +1,7 @@
 """Data contracts (`schemas/*.vN.yaml`) and everything derived from them."""
 
 from visitshare.contracts.derive import arrow_schema, json_schema, sql_columns
+from visitshare.contracts.formats import parse_timestamp
 from visitshare.contracts.model import (
     Contract,
     ContractError,
@@ -10,7 +11,7 @@ from visitshare.contracts.model import (
     PiiClass,
     load_contract,
 )
-from visitshare.contracts.validator import EventValidator, Reason, Violation, parse_timestamp
+from visitshare.contracts.validator import EventValidator, Reason, Violation
 
 __all__ = [
     "Contract",

@@ -11,8 +11,8 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from visitshare import geography
+from visitshare.contracts.formats import TIMESTAMP_PATTERN
 from visitshare.contracts.model import Contract, Domain, FieldSpec, FieldType
-from visitshare.contracts.validator import TIMESTAMP_PATTERN
 
 TOKYO_TZ = "Asia/Tokyo"
 

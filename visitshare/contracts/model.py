@@ -181,6 +181,9 @@ class Contract(_Strict):
         for ref in (*self.key, *self.disclosure.quasi_identifiers):
             if ref not in by_name:
                 raise ValueError(f"{ref!r} is referenced but is not a field")
+        for ref in self.key:
+            if not by_name[ref].required or by_name[ref].type is not FieldType.STRING:
+                raise ValueError(f"key field {ref!r} must be a required string")
         towns = [f for f in self.fields if f.domain is Domain.TOKYO_TOWN]
         if towns and by_name.get("municipality_code", FieldSpec.model_construct()).domain is not (
             Domain.TOKYO_MUNICIPALITY

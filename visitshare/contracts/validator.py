@@ -17,6 +17,8 @@ from typing import Any
 import orjson
 
 from visitshare import geography
+from visitshare.contracts.fastpath import FastCheck
+from visitshare.contracts.formats import UUID_RE, parse_timestamp
 from visitshare.contracts.model import Contract, Domain, FieldSpec, FieldType
 
 
@@ -50,23 +52,6 @@ class Violation:
 
 Check = Callable[[Any], "Violation | None"]
 
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-
-
-# RFC 3339 date-time: ISO 8601 with a mandatory UTC offset ("2026-11-20T10:15:00+09:00").
-TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})$"
-_TIMESTAMP = re.compile(TIMESTAMP_PATTERN)
-
-
-def parse_timestamp(value: str) -> datetime | None:
-    """An aware datetime from RFC 3339 text, or None if malformed or not a real date."""
-    if _TIMESTAMP.match(value) is None:
-        return None
-    try:
-        return datetime.fromisoformat(value)
-    except ValueError:  # e.g. 2026-02-30
-        return None
-
 
 class EventValidator:
     """Validates decoded events (dicts) and raw message values (bytes) against one contract."""
@@ -89,6 +74,7 @@ class EventValidator:
         ]
         self._town_fields = [f.name for f in contract.fields if f.domain is Domain.TOKYO_TOWN]
         self._future_fields = [f.name for f in contract.fields if f.not_future]
+        self._fast = FastCheck(contract, clock=clock, future_tolerance=future_tolerance)
 
     # -- compile one field into a check of a non-null value ------------------------------
     def _compile(self, f: FieldSpec) -> Check:
@@ -110,7 +96,7 @@ class EventValidator:
                     return bad(Reason.WRONG_TYPE, f"must be a {t.value}, got {type(v).__name__}")
                 if max_len is not None and len(v) > max_len:
                     return bad(Reason.TOO_LONG, f"is {len(v)} characters, limit {max_len}")
-                if t is FieldType.UUID and _UUID.fullmatch(v) is None:
+                if t is FieldType.UUID and UUID_RE.fullmatch(v) is None:
                     return bad(Reason.BAD_FORMAT, "is not a UUID")
                 if allowed is not None and v not in allowed:
                     return bad(Reason.UNKNOWN_VALUE, "has a value that is not allowed")
@@ -194,8 +180,18 @@ class EventValidator:
         raise AssertionError(t)
 
     # -- public API ------------------------------------------------------------------------
+    def is_valid(self, event: Any) -> bool:
+        """Valid or not, as fast as possible (no reasons)."""
+        return self._fast(event)
+
     def validate(self, event: Any) -> list[Violation]:
         """All violations of a decoded event; an empty list means valid."""
+        if self._fast(event):
+            return []
+        return self.explain(event)
+
+    def explain(self, event: Any) -> list[Violation]:
+        """The violations of an event, found field by field (the slow, detailed path)."""
         if type(event) is not dict:
             return [Violation(Reason.NOT_AN_OBJECT, None, "event must be a JSON object")]
         out: list[Violation] = []
