@@ -134,3 +134,33 @@ def test_good_bytes_decode_and_validate(validator):
 
     event, problems = validator.check_bytes(json.dumps(GOOD_VISIT, ensure_ascii=False).encode())
     assert problems == [] and event == GOOD_VISIT
+
+
+@pytest.mark.parametrize(("case", "event", "reason", "field"), CASES, ids=[c[0] for c in CASES])
+def test_fast_check_rejects_what_the_detailed_validator_rejects(
+    validator, case, event, reason, field
+):
+    assert not validator.is_valid(event)
+    assert validator.explain(event)
+
+
+def test_fast_check_and_detailed_validator_agree_on_simulated_streams(contracts):
+    from producers.simulator import SimConfig, Simulator
+
+    events = list(Simulator(SimConfig(days=3, seed=17, bad_rate=0.3), contracts).events())
+    validators = {c.name: EventValidator(c) for c in contracts}
+    decoded = [e for e in events if isinstance(e.payload, dict)]
+    assert (
+        sum(e.bad_kind is None for e in decoded) > 1000
+        and sum(e.bad_kind is not None for e in decoded) > 300
+    )
+    for e in decoded:
+        v = validators[e.dataset]
+        assert v.is_valid(e.payload) == (v.explain(e.payload) == []) == (e.bad_kind is None), (
+            e.bad_kind
+        )
+
+
+def test_fast_check_source_is_readable(validator):
+    source = validator._fast.source
+    assert source.startswith("def check(e):") and "g('phone')" in source
