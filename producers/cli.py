@@ -100,7 +100,7 @@ def simulate(
         for f in files.values():
             f.close()
     table = Table(
-        title=f"Simulated {sim.start} .. {config.days} days, seed {seed}", title_justify="left"
+        title=f"Simulated {config.days} days from {sim.start}, seed {seed}", title_justify="left"
     )
     table.add_column("dataset")
     table.add_column("kind")
