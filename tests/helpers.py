@@ -57,3 +57,12 @@ def partition_count(settings: Settings, topic: str) -> int:
         return len(description["partitions"])
     finally:
         admin.close()
+
+
+def wait_for(condition, timeout_s: float = 30.0, every_s: float = 0.1) -> None:
+    """Wait until `condition()` is true (a condition, not a duration: fails after timeout_s)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s")
+        time.sleep(every_s)

@@ -10,10 +10,18 @@ import typer
 from pydantic import ValidationError
 from rich.table import Table
 
+from consumers.landing import LandingError
 from producers import cli as producer_cli
 from producers.publisher import PublishError
 from visitshare.broker import BrokerError, EmbeddedBroker, ensure_broker
-from visitshare.console import UserError, console, err_console, print_publish_report, setup_logging
+from visitshare.console import (
+    UserError,
+    console,
+    err_console,
+    print_land_report,
+    print_publish_report,
+    setup_logging,
+)
 from visitshare.contracts import ContractError, ContractRegistry, json_schema
 from visitshare.settings import Settings
 
@@ -178,6 +186,83 @@ def contracts_json_schema(ctx: typer.Context, name: str) -> None:
     sys.stdout.write(json.dumps(json_schema(c), ensure_ascii=False, indent=2) + "\n")
 
 
+# -- landing --------------------------------------------------------------------------------
+@app.command()
+def land(
+    ctx: typer.Context,
+    follow: Annotated[
+        bool, typer.Option("--follow", help="Run as a service until SIGTERM.")
+    ] = False,
+    drain: Annotated[
+        bool, typer.Option("--drain", help="Land up to the high watermark, exit.")
+    ] = False,
+    topic: Annotated[
+        list[str] | None, typer.Option(help="Topic(s) to land; default: all declared.")
+    ] = None,
+) -> None:
+    """Land Kafka topics into raw Parquet files (exactly once, with a manifest)."""
+    import signal
+    import threading
+
+    from consumers.landing import land as run_land
+
+    if follow == drain:
+        raise UserError("choose one of --drain (land what is there, exit) or --follow (a service)")
+    settings: Settings = ctx.obj
+    ensure_broker(settings)
+    stop = threading.Event()
+    if follow:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: stop.set())
+        console.print(f"landing {settings.bootstrap} → {settings.lake}/raw until SIGTERM")
+    report = run_land(settings, topic or None, follow=follow, stop=stop)
+    print_land_report(report)
+
+
+@app.command()
+def status(ctx: typer.Context) -> None:
+    """Per topic-partition: broker high watermark, landed offset, lag, last file."""
+    from consumers.landing import landing_status
+
+    settings: Settings = ctx.obj
+    rows = landing_status(settings)
+    table = Table(
+        title=f"Landing status ({settings.bootstrap} → {settings.lake})", title_justify="left"
+    )
+    for col in ("topic", "part", "high watermark", "landed", "lag", "last file", "landed at (UTC)"):
+        table.add_column(
+            col, justify="right" if col in ("part", "high watermark", "landed", "lag") else "left"
+        )
+    for r in rows:
+        lag = "?" if r.lag is None else f"{r.lag:,}"
+        color = "green" if r.lag == 0 else "yellow"
+        table.add_row(
+            r.topic,
+            str(r.partition),
+            "?" if r.high_watermark is None else f"{r.high_watermark:,}",
+            f"{r.landed:,}",
+            f"[{color}]{lag}[/]",
+            (r.last_file or "").rsplit("/", 1)[-1],
+            r.last_landed_at or "",
+        )
+    console.print(table)
+
+
+# -- airflow --------------------------------------------------------------------------------
+@app.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def airflow(ctx: typer.Context) -> None:
+    """Run the Airflow CLI on the embedded stack, e.g. `visitshare airflow dags test ingest_events`."""
+    from visitshare.airflow_env import run_airflow
+
+    settings: Settings = ctx.obj
+    if any(a in ("dags", "tasks") for a in ctx.args[:1]):
+        ensure_broker(settings)  # DAG tasks talk to Kafka
+    raise typer.Exit(run_airflow(settings, list(ctx.args)))
+
+
 # -- benchmarks -----------------------------------------------------------------------------
 @bench_app.command("produce")
 def bench_produce(
@@ -189,6 +274,27 @@ def bench_produce(
     from visitshare.bench import produce, write_result
 
     result = produce.run(ctx.obj, events=events, rounds=rounds, say=err_console.print)
+    path = write_result(ctx.obj, result)
+    console.print(f"written {path}")
+    console.print(result.result_line())
+
+
+@bench_app.command("land")
+def bench_land(
+    ctx: typer.Context,
+    messages: Annotated[int, typer.Option(help="Messages on the topic.", min=1000)] = 1_000_000,
+    large: Annotated[
+        int, typer.Option(help="Second size for the memory check (0: skip).")
+    ] = 3_000_000,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds at the main size.", min=1)] = 2,
+) -> None:
+    """Our land --drain vs a raw kafka-python read loop (target: ours ≥ 0.8 × raw, RSS ≤ 500 MB)."""
+    from visitshare.bench import land as bench
+    from visitshare.bench import write_result
+
+    result = bench.run(
+        ctx.obj, messages=messages, large=large, rounds=rounds, say=err_console.print
+    )
     path = write_result(ctx.obj, result)
     console.print(f"written {path}")
     console.print(result.result_line())
@@ -207,7 +313,8 @@ def run(
     ] = 0.01,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 42,
 ) -> None:
-    """The main job: bring up the stack, simulate and publish a slice of Tokyo, summarize."""
+    """The main job: bring up the stack, publish a slice of Tokyo, land it, reconcile."""
+    from consumers.landing import land, landing_status
     from producers.simulator import SimConfig
     from visitshare.topics import apply_topics
 
@@ -219,8 +326,35 @@ def run(
     config = SimConfig(
         days=days, municipalities=tuple(municipalities.split(",")), seed=seed, bad_rate=bad_rate
     )
-    report = producer_cli.publish_simulation(settings, config)
-    print_publish_report(report)
+    # What was on the topics but not landed yet (an earlier run's leftovers) lands too.
+    backlog: dict[str, int] = {}
+    for p in landing_status(settings):
+        backlog[p.topic] = backlog.get(p.topic, 0) + (p.lag or 0)
+    published = producer_cli.publish_simulation(settings, config)
+    print_publish_report(published)
+    landed = land(settings)
+    print_land_report(landed)
+    sent = dict(published.delivered)
+    for (topic, _), n in published.dead_lettered.items():
+        sent[topic] = sent.get(topic, 0) + n
+    table = Table(title="Reconciliation: published → landed", title_justify="left")
+    for col in ("topic", "published", "earlier backlog", "landed", ""):
+        table.add_column(col, justify="left" if col == "topic" else "right")
+    ok = True
+    for topic, rows in landed.rows_by_topic().items():
+        expected = sent.get(topic, 0) + backlog.get(topic, 0)
+        ok &= rows == expected
+        mark = "[green]✓[/]" if rows == expected else "[red]✗[/]"
+        table.add_row(
+            topic, f"{sent.get(topic, 0):,}", f"{backlog.get(topic, 0):,}", f"{rows:,}", mark
+        )
+    console.print(table)
+    if published.outbox_pending:
+        console.print(
+            "[yellow]events in the outbox are not on the topics yet: they land after `visitshare outbox flush`[/]"
+        )
+    if not ok:
+        raise UserError("landed counts do not reconcile with published counts (see the table)")
     if status.embedded:
         console.print("the broker keeps running for the next stages; `make down` stops it")
 
@@ -228,7 +362,7 @@ def run(
 def main() -> None:
     try:
         app()
-    except (UserError, BrokerError, ContractError, PublishError) as exc:
+    except (UserError, BrokerError, ContractError, PublishError, LandingError) as exc:
         err_console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
     except ValidationError as exc:  # a VISITSHARE_* variable with a bad value

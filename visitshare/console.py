@@ -91,3 +91,29 @@ def print_publish_report(report, what: str = "published") -> None:
         )
     if not report.reconciles():  # pragma: no cover - a bug, shown loudly if it ever happens
         console.print("[red]counts do not reconcile: events in ≠ delivered + DLQ + outbox[/]")
+
+
+def print_land_report(report) -> None:
+    """Rows and files landed per topic by one landing run (`consumers.landing.LandReport`)."""
+    table = Table(title=f"Landed ({report.mode}, run {report.run_id})", title_justify="left")
+    for col in ("topic", "files", "rows", "offsets"):
+        table.add_column(col, justify="left" if col == "topic" else "right")
+    by_topic: dict[str, list] = {}
+    for (topic, _), p in sorted(report.partitions.items()):
+        by_topic.setdefault(topic, []).append(p)
+    for topic, parts in by_topic.items():
+        ranges = [f"{p.partition}:{p.first_offset}-{p.last_offset}" for p in parts if p.rows]
+        table.add_row(
+            topic,
+            str(sum(p.files for p in parts)),
+            f"{sum(p.rows for p in parts):,}",
+            " ".join(ranges),
+        )
+    console.print(table)
+    rate = report.rows / report.elapsed_s if report.elapsed_s else 0
+    console.print(
+        f"landed {report.rows:,} messages in {report.files} files ({report.bytes / 1e6:,.1f} MB) "
+        f"in {report.elapsed_s:.1f} s ({rate:,.0f} messages/s)"
+        + (f"; removed {report.orphans_removed} orphan file(s)" if report.orphans_removed else "")
+        + (f"; [red]{report.gaps} gap(s) recorded[/]" if report.gaps else "")
+    )

@@ -50,6 +50,21 @@ class Settings(BaseSettings):
     # Timestamps later than now + this are rejected as "in the future".
     future_tolerance_seconds: int = Field(300, ge=0)
 
+    # Landing (Kafka → raw Parquet). A file closes at whichever limit comes first.
+    land_roll_rows: int = Field(100_000, ge=1)
+    land_roll_bytes: int = Field(8 * 2**20, ge=1024)
+    land_roll_seconds: float = Field(30.0, gt=0)
+    # All open files together may hold this much before the largest is closed early.
+    land_max_buffer_bytes: int = Field(48 * 2**20, ge=1024)
+    # A drain that receives nothing for this long while behind the high watermark gives up.
+    land_idle_timeout_seconds: float = Field(30.0, gt=0)
+    # How often a following lander looks for new topics, partitions and topic incarnations.
+    land_metadata_refresh_seconds: float = Field(10.0, gt=0)
+    # Landing processes, each with its own share of the partitions.
+    land_workers: int = Field(2, ge=1, le=64)
+    # Consumer group that mirrors landed offsets for monitoring tools ("" = no mirroring).
+    land_group_id: str = "visit-share-landing"
+
     # Stores. Unset: SQLite files under `home`.
     database_url: str | None = None
     lake_dir: Path | None = None

@@ -35,5 +35,7 @@ def test_run_brings_up_the_stack_publishes_and_summarizes(isolated_env, monkeypa
         assert len(read_topic(settings, "visits.outcomes.v1", expected=published)) == published
         assert len(read_topic(settings, "visits.outcomes.v1.dlq", expected=dlq)) == dlq > 0
         assert events_in > published + dlq  # incidents too
+        assert "Reconciliation" in out.stdout and "✗" not in out.stdout
+        assert out.stdout.count("✓") == 5  # every declared topic reconciles
     finally:
         EmbeddedBroker(settings).stop()

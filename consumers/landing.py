@@ -1,0 +1,751 @@
+"""Landing: Kafka topics → raw Parquet files in the lake, exactly once, with a manifest.
+
+How exactly-once holds (DESIGN §6):
+- Where to resume comes from the manifest (`visitshare.manifest`), never from consumer groups.
+- A file is written under a temporary name, fsynced and linked into place; only then is its
+  manifest row committed. A crash before the commit leaves an orphan file that no reader uses
+  (readers go through the manifest); the next run writes that range again and removes the
+  orphan. A crash after the commit loses nothing: the next run resumes after the file.
+- The manifest refuses a file that does not continue its partition's range, so two landers on
+  one partition cannot both land the same offsets.
+
+One code path, two modes: `drain` lands up to the high watermark seen at start and returns
+(what an Airflow task calls); `follow` runs until asked to stop (the landing service).
+`land()` spreads the partitions over `land_workers` processes (each owns a fixed share of the
+partitions, so no partition is ever landed by two of them): kafka-python's record parsing and
+the Parquet encoding both need a core.
+Offsets are expected to be contiguous (our producers are idempotent, not transactional, and
+topics are not compacted); a jump is recorded as a gap, never silently skipped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import multiprocessing
+import os
+import signal
+import threading
+import time
+import uuid
+import zlib
+from dataclasses import dataclass, field
+
+import psutil
+import pyarrow as pa
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+
+from consumers.rawfile import (
+    Decoder,
+    complete_table,
+    file_name,
+    kafka_batch,
+    partition_dir,
+    write_atomically,
+)
+from visitshare import kafka, manifest
+from visitshare.contracts import ContractRegistry
+from visitshare.db import engine_for
+from visitshare.settings import Settings
+from visitshare.topics import declared_topics
+
+log = logging.getLogger(__name__)
+
+CONVERT_EVERY = 1024  # records kept as Python objects before they become an Arrow batch
+
+
+class LandingError(RuntimeError):
+    """Landing stopped; the message says why and what was committed (the manifest is consistent)."""
+
+
+@dataclass
+class PartitionReport:
+    topic: str
+    partition: int
+    topic_id: str
+    files: int = 0
+    rows: int = 0
+    first_offset: int | None = None
+    last_offset: int | None = None
+    bytes: int = 0
+
+
+@dataclass
+class LandReport:
+    run_id: str
+    mode: str
+    partitions: dict[tuple[str, int], PartitionReport] = field(default_factory=dict)
+    gaps: int = 0
+    orphans_removed: int = 0
+    elapsed_s: float = 0.0
+    process_peak_rss_mb: list[float] = field(default_factory=list)  # one per landing process
+
+    def rows_by_topic(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for (topic, _), p in sorted(self.partitions.items()):
+            out[topic] = out.get(topic, 0) + p.rows
+        return out
+
+    @property
+    def peak_rss_mb(self) -> float:
+        """The largest peak resident memory of one landing process."""
+        return max(self.process_peak_rss_mb, default=0.0)
+
+    @property
+    def rows(self) -> int:
+        return sum(p.rows for p in self.partitions.values())
+
+    @property
+    def files(self) -> int:
+        return sum(p.files for p in self.partitions.values())
+
+    @property
+    def bytes(self) -> int:
+        return sum(p.bytes for p in self.partitions.values())
+
+
+def _estimate(record) -> int:
+    """Memory of one fetched record until converted: payload plus the Python objects around it."""
+    return record.serialized_value_size + record.serialized_header_size + 600
+
+
+@dataclass
+class _Partition:
+    """Landing state of one topic-partition: resume point and the open (unwritten) file."""
+
+    topic: str
+    partition: int
+    topic_id: str
+    expected: int | None  # next offset to land; None: nothing of this incarnation landed yet
+    target: int | None = None  # drain: stop before this offset
+    records: list = field(default_factory=list)  # fetched, not yet converted to Arrow
+    chunks: list[pa.RecordBatch] = field(default_factory=list)  # converted, same file
+    rows: int = 0
+    nbytes: int = 0
+    opened_at: float = 0.0
+    gap_reason: str | None = None
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    def append(self, records: list) -> None:
+        if not self.rows:
+            self.opened_at = time.monotonic()
+        self.records.extend(records)
+        self.rows += len(records)
+        self.nbytes += len(records) * _estimate(records[-1])
+        self.expected = records[-1].offset + 1
+        if len(self.records) >= CONVERT_EVERY:
+            self.convert()
+
+    def convert(self) -> None:
+        """Turn the held ConsumerRecords into a compact Arrow batch (frees the Python objects)."""
+        if self.records:
+            batch = kafka_batch(self.topic, self.partition, self.records)
+            self.chunks.append(batch)
+            self.records = []
+            self.nbytes = sum(c.nbytes for c in self.chunks)
+
+    def take_file(self) -> pa.Table | None:
+        """The open file's rows as one table, and start a new file."""
+        self.convert()
+        if not self.chunks:
+            return None
+        table = pa.Table.from_batches(self.chunks)
+        self.chunks, self.rows, self.nbytes = [], 0, 0
+        return table
+
+    def done(self, position: int) -> bool:
+        return self.target is not None and position >= self.target
+
+
+class Lander:
+    """Lands the partitions this worker owns (worker `worker` of `workers`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: list[str] | None = None,
+        run_id: str | None = None,
+        worker: int = 0,
+        workers: int = 1,
+    ):
+        self.settings = settings
+        self.engine = engine_for(settings)
+        self.lake = settings.lake
+        self.contracts = ContractRegistry.load(settings.contracts_dir)
+        self.topics = topics or [settings.topic(t.name) for t in declared_topics(settings)]
+        self.run_id = run_id or uuid.uuid4().hex[:12]
+        self.worker, self.workers = worker, workers
+        self._parts: dict[TopicPartition, _Partition] = {}
+        self._decoders: dict[str, Decoder | None] = {}
+        self._mirror = None  # consumer that mirrors landed offsets to a group (monitoring)
+        self._report = LandReport(self.run_id, "drain")
+
+    def owns(self, topic: str, partition: int) -> bool:
+        """Fixed share of partitions per worker (a topic's partitions spread over workers)."""
+        return (zlib.crc32(topic.encode()) + partition) % self.workers == self.worker
+
+    # -- setup ------------------------------------------------------------------------------
+    def decoder(self, topic: str) -> Decoder | None:
+        if topic not in self._decoders:
+            name = topic.removeprefix(self.settings.topic_prefix).removesuffix(".dlq")
+            try:
+                contract = self.contracts.by_topic(name)
+            except KeyError:
+                contract = None
+            # DLQ values are invalid by definition: skip the fast path that would refuse them.
+            self._decoders[topic] = (
+                Decoder(contract, fast=not topic.endswith(".dlq")) if contract else None
+            )
+        return self._decoders[topic]
+
+    def _check_lake_writable(self) -> None:
+        raw = self.lake / "raw"
+        probe = raw / f".probe-{self.run_id}"
+        try:
+            raw.mkdir(parents=True, exist_ok=True)
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            raise LandingError(
+                f"cannot write to the lake at {raw}: {exc.strerror}; nothing was landed"
+            ) from None
+
+    def _describe(self) -> dict[str, tuple[str, int]]:
+        """topic → (topic id, partition count) for the topics that exist on the broker."""
+        try:
+            admin = kafka.admin(self.settings)
+        except KafkaError as exc:
+            raise LandingError(f"broker {self.settings.bootstrap} unreachable: {exc}") from None
+        try:
+            existing = set(admin.list_topics())
+            wanted = [t for t in self.topics if t in existing]
+            described = admin.describe_topics(wanted) if wanted else []
+        except KafkaError as exc:
+            raise LandingError(
+                f"cannot read topic metadata from {self.settings.bootstrap}: {exc}"
+            ) from None
+        finally:
+            admin.close()
+        return {d["name"]: (str(d["topic_id"]), len(d["partitions"])) for d in described}
+
+    def _track(self, meta: dict[str, tuple[str, int]]) -> list[_Partition]:
+        """Start tracking partitions (new ones, or every one of a re-created topic)."""
+        added = []
+        for topic, (topic_id, count) in meta.items():
+            resume = manifest.next_offsets(self.engine, topic, topic_id)
+            for p in range(count):
+                if not self.owns(topic, p):
+                    continue
+                tp = TopicPartition(topic, p)
+                known = self._parts.get(tp)
+                if known is not None and known.topic_id == topic_id:
+                    continue
+                if known is not None:
+                    log.warning(
+                        "%s was re-created (topic id %s → %s): landing it anew",
+                        topic,
+                        known.topic_id,
+                        topic_id,
+                    )
+                    self._report.partitions.pop((topic, p), None)
+                state = _Partition(topic, p, topic_id, resume.get(p))
+                self._parts[tp] = state
+                self._report.partitions[(topic, p)] = PartitionReport(topic, p, topic_id)
+                added.append(state)
+        return added
+
+    def _seek(self, consumer, states: list[_Partition]) -> None:
+        consumer.assign(list(self._parts))
+        for s in states:
+            if s.expected is None:
+                consumer.seek_to_beginning(s.tp)
+            else:
+                consumer.seek(s.tp, s.expected)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def drain(self) -> LandReport:
+        """Land everything up to the high watermarks seen at start, then return."""
+        return self._run(follow=False, stop=threading.Event())
+
+    def follow(self, stop: threading.Event) -> LandReport:
+        """Land continuously until `stop` is set; then close the open files and return."""
+        return self._run(follow=True, stop=stop)
+
+    def _run(self, follow: bool, stop: threading.Event) -> LandReport:
+        started = time.monotonic()
+        self._report.mode = "follow" if follow else "drain"
+        self._check_lake_writable()
+        meta = self._describe()
+        missing = [t for t in self.topics if t not in meta]
+        if missing and not follow:
+            raise LandingError(
+                f"topics not on {self.settings.bootstrap}: {', '.join(missing)} "
+                "(run `visitshare topics apply`, or check VISITSHARE_TOPIC_PREFIX)"
+            )
+        for topic in missing:
+            log.warning("topic %s does not exist yet; landing it once it appears", topic)
+        self._report.orphans_removed += self._remove_orphans(meta)
+        consumer = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
+        try:
+            self._seek(consumer, self._track(meta))
+            if not follow:
+                self._observe_targets(consumer, stop)
+            self._loop(consumer, follow, stop)
+            self._close_all()
+        except (LandingError, KafkaError):
+            # What was fetched before the failure still lands consistently.
+            with contextlib.suppress(Exception):
+                self._close_all()
+            raise
+        finally:
+            consumer.close()
+            if self._mirror is not None:
+                self._mirror.close()
+        self._report.orphans_removed += self._remove_orphans(self._describe_quietly(meta))
+        self._report.elapsed_s = time.monotonic() - started
+        self._report.process_peak_rss_mb = [peak_rss_mb()]
+        return self._report
+
+    def _observe_targets(self, consumer, stop: threading.Event) -> None:
+        """Drain targets: each partition's high watermark from its first fetch response.
+
+        `end_offsets()` cannot be trusted on the embedded broker (DESIGN §7); the high watermark
+        in fetch responses can, on every Kafka-compatible broker.
+        """
+        deadline = time.monotonic() + self.settings.land_idle_timeout_seconds
+        waiting = set(self._parts)
+        while waiting and not stop.is_set():
+            self._take(consumer.poll(timeout_ms=500))
+            for tp in list(waiting):
+                hw = consumer.highwater(tp)
+                if hw is not None:
+                    self._parts[tp].target = hw
+                    waiting.discard(tp)
+            if waiting and time.monotonic() > deadline:
+                raise LandingError(self._no_progress_message(waiting, "no fetch response"))
+
+    def _loop(self, consumer, follow: bool, stop: threading.Event) -> None:
+        s = self.settings
+        last_progress = last_refresh = time.monotonic()
+        while not stop.is_set():
+            if not follow:
+                active = [
+                    tp for tp, st in self._parts.items() if not st.done(consumer.position(tp))
+                ]
+                if not active:
+                    return
+                consumer.pause(*[tp for tp in self._parts if tp not in active])
+            got = self._take(consumer.poll(timeout_ms=200))
+            now = time.monotonic()
+            if got:
+                last_progress = now
+            for st in self._parts.values():
+                if st.rows and (
+                    st.rows >= s.land_roll_rows
+                    or st.nbytes >= s.land_roll_bytes
+                    or now - st.opened_at >= s.land_roll_seconds
+                ):
+                    self._close(st)
+            while (
+                sum(st.nbytes for st in self._parts.values())
+                > s.land_max_buffer_bytes / self.workers
+            ):
+                self._close(max(self._parts.values(), key=lambda st: st.nbytes))
+            if _parent_gone():
+                os._exit(1)  # our coordinator was killed: stop as abruptly as it did
+            if follow and now - last_refresh >= s.land_metadata_refresh_seconds:
+                last_refresh = now
+                self._refresh(consumer)
+            if not follow and not got and now - last_progress > s.land_idle_timeout_seconds:
+                behind = [
+                    tp for tp, st in self._parts.items() if not st.done(consumer.position(tp))
+                ]
+                raise LandingError(self._no_progress_message(behind, "no data"))
+
+    def _take(self, fetched: dict) -> int:
+        """Add fetched records to their partitions' open files; returns how many were taken."""
+        taken = 0
+        for tp, records in fetched.items():
+            st = self._parts.get(tp)
+            if st is None or not records:
+                continue
+            first, last = records[0].offset, records[-1].offset
+            if (
+                st.expected in (None, first)
+                and last - first + 1 == len(records)
+                and (st.target is None or last < st.target)
+            ):
+                self._add(st, records)  # the usual case: contiguous, nothing to filter
+                taken += len(records)
+                continue
+            for r in records:
+                offset = r.offset
+                if st.target is not None and offset >= st.target:
+                    break  # drain: beyond the high watermark seen at start
+                if st.expected is not None and offset < st.expected:
+                    continue  # already landed (the consumer was reset behind our position)
+                if st.expected is not None and offset > st.expected:
+                    # Offsets jumped (retention deleted records before they landed): the open
+                    # file ends here and the next one records the gap.
+                    self._close(st)
+                    st.gap_reason = f"offsets {st.expected}..{offset - 1} were not on the broker"
+                    log.error("%s[%d]: %s", st.topic, st.partition, st.gap_reason)
+                self._add(st, [r])
+                taken += 1
+        return taken
+
+    def _add(self, st: _Partition, records: list) -> None:
+        """Append records to the open file, closing it at `land_roll_rows` / `land_roll_bytes`."""
+        s = self.settings
+        while records:
+            per_record = _estimate(records[0])
+            room = min(
+                s.land_roll_rows - st.rows, max(1, (s.land_roll_bytes - st.nbytes) // per_record)
+            )
+            st.append(records[:room])
+            records = records[room:]
+            if st.rows >= s.land_roll_rows or st.nbytes >= s.land_roll_bytes:
+                self._close(st)
+
+    def _refresh(self, consumer) -> None:
+        """Pick up new topics, new partitions and re-created topics (new topic ids)."""
+        try:
+            meta = self._describe()
+        except LandingError as exc:
+            log.warning("metadata refresh failed: %s", exc)
+            return
+        recreated = {
+            t
+            for t, (tid, _) in meta.items()
+            if any(st.topic == t and st.topic_id != tid for st in self._parts.values())
+        }
+        for tp, st in list(self._parts.items()):
+            if st.topic in recreated:
+                del self._parts[tp]  # offsets of the old incarnation: drop what is unwritten
+        added = self._track(meta)
+        if added:
+            log.info(
+                "landing %d new partition(s): %s",
+                len(added),
+                ", ".join(f"{s.topic}[{s.partition}]" for s in added),
+            )
+            self._seek(consumer, added)
+
+    # -- writing files ------------------------------------------------------------------------
+    def _close(self, st: _Partition) -> None:
+        """Write the partition's open file and commit it to the manifest."""
+        gap_reason = st.gap_reason
+        kafka_table = st.take_file()
+        if kafka_table is None:
+            return
+        st.gap_reason = None
+        try:
+            rf = self._write(st, kafka_table, gap_reason)
+        except (OSError, manifest.ManifestConflict) as exc:  # FileExistsError is an OSError
+            raise LandingError(f"landing {st.topic}[{st.partition}] stopped: {exc}") from exc
+        _release_memory()
+        if gap_reason:
+            self._report.gaps += 1
+        p = self._report.partitions[(st.topic, st.partition)]
+        p.files += 1
+        p.rows += rf.row_count
+        p.bytes += rf.bytes
+        p.first_offset = rf.first_offset if p.first_offset is None else p.first_offset
+        p.last_offset = rf.last_offset
+        self._mirror_offset(st, rf.last_offset + 1)
+
+    def _close_all(self) -> None:
+        for st in list(self._parts.values()):
+            self._close(st)
+
+    def _write(
+        self, st: _Partition, kafka_table: pa.Table, gap_reason: str | None
+    ) -> manifest.RawFile:
+        """Decode and write one file, then commit it; remove it again if the commit is refused."""
+        offsets = kafka_table.column("kafka_offset")
+        first, last = offsets[0].as_py(), offsets[-1].as_py()
+        table = complete_table(kafka_table, self.decoder(st.topic))
+        path = partition_dir(self.lake, st.topic, st.partition) / file_name(
+            first, last, st.topic_id
+        )
+        rel = path.relative_to(self.lake).as_posix()
+        nbytes, digest = write_atomically(
+            table,
+            path,
+            {
+                "kafka_topic": st.topic,
+                "kafka_topic_id": st.topic_id,
+                "kafka_partition": str(st.partition),
+                "first_offset": str(first),
+                "last_offset": str(last),
+            },
+            # A file already there is a crashed run's leftover unless the manifest has it.
+            replace=lambda _: rel not in manifest.landed_paths(self.engine, st.topic, st.partition),
+        )
+        rf = manifest.RawFile(
+            topic=st.topic,
+            topic_id=st.topic_id,
+            partition=st.partition,
+            first_offset=first,
+            last_offset=last,
+            row_count=kafka_table.num_rows,
+            bytes=nbytes,
+            sha256=digest,
+            path=rel,
+            run_id=self.run_id,
+        )
+        try:
+            manifest.record_file(self.engine, rf, gap_reason=gap_reason)
+        except BaseException:
+            path.unlink(missing_ok=True)  # ours, never committed: no reader knows it
+            raise
+        return rf
+
+    def _mirror_offset(self, st: _Partition, next_offset: int) -> None:
+        """Best effort: monitoring tools read consumer-group lag; the manifest stays the truth."""
+        if not self.settings.land_group_id:
+            return
+        from kafka.structs import OffsetAndMetadata
+
+        with contextlib.suppress(Exception):
+            if self._mirror is None:
+                self._mirror = kafka.consumer(self.settings, group_id=self.settings.land_group_id)
+            self._mirror.commit({st.tp: OffsetAndMetadata(next_offset, "", -1)})
+
+    # -- orphans ------------------------------------------------------------------------------
+    def _describe_quietly(self, fallback: dict) -> dict:
+        try:
+            return self._describe()
+        except LandingError:
+            return fallback
+
+    def _remove_orphans(self, meta: dict[str, tuple[str, int]]) -> int:
+        """Delete files no reader can ever use: uncommitted, and superseded or abandoned.
+
+        A file not in the manifest is removed when its range starts at or before the landed
+        range's end (the manifest can no longer accept it), when it belongs to another topic
+        incarnation, or when it is older than ten minutes (its lander is gone). Temporary files
+        of dead processes go too. A live lander's just-written file is left alone.
+        """
+        removed = 0
+        now = time.time()
+        for topic, (topic_id, count) in meta.items():
+            resume = manifest.next_offsets(self.engine, topic, topic_id)
+            for p in range(count):
+                folder = partition_dir(self.lake, topic, p)
+                if not folder.is_dir():
+                    continue
+                committed = manifest.landed_paths(self.engine, topic, p)
+                prefix = topic_id.replace("-", "")[:12]
+                for path in folder.iterdir():
+                    rel = path.relative_to(self.lake).as_posix()
+                    name = path.name
+                    if name.startswith("."):
+                        pid = name.rsplit(".", 2)[-2] if name.endswith(".tmp") else ""
+                        stale = not (pid.isdigit() and psutil.pid_exists(int(pid)))
+                        if stale or now - path.stat().st_mtime > 600:
+                            path.unlink(missing_ok=True)
+                            removed += 1
+                        continue
+                    if rel in committed or not name.endswith(".parquet"):
+                        continue
+                    first = int(name.split("-", 1)[0])
+                    superseded = p in resume and first < resume[p]
+                    other_incarnation = not name.endswith(f".{prefix}.parquet")
+                    if superseded or other_incarnation or now - path.stat().st_mtime > 600:
+                        log.info("removing orphan %s (written, never committed)", rel)
+                        path.unlink(missing_ok=True)
+                        removed += 1
+        return removed
+
+    def _no_progress_message(self, behind, what: str) -> str:
+        names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(behind)[:6])
+        try:
+            admin = kafka.admin(self.settings)
+            admin.close()
+            cause = f"{what} for {self.settings.land_idle_timeout_seconds:.0f} s"
+        except KafkaError as exc:
+            cause = f"broker {self.settings.bootstrap} unreachable ({exc})"
+        return (
+            f"landing stopped: {cause} while behind the high watermark on {names}. "
+            "Files landed so far are committed; run again to continue"
+        )
+
+
+def _release_memory() -> None:
+    """Give freed memory back to the OS after each file, so the footprint stays flat.
+
+    Arrow's allocator and glibc's malloc both keep freed blocks for reuse; between files that
+    is tens of MB per process that nothing uses.
+    """
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _load_libc():
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): nothing to trim
+        return None
+
+
+_LIBC = _load_libc()
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM), in MB; 0 where /proc is not available."""
+    try:
+        for line in open("/proc/self/status"):  # noqa: SIM115 - tiny file
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _parent_gone() -> bool:
+    parent = multiprocessing.parent_process()
+    return parent is not None and not parent.is_alive()
+
+
+def _worker_main(settings, topics, run_id, worker, workers, follow, stop, results) -> None:
+    """A landing worker process: lands its share, reports back through `results`."""
+    # The coordinator decides when to stop (SIGTERM/Ctrl-C reach it, then `stop` is set).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    from visitshare.console import setup_logging
+
+    setup_logging()
+    try:
+        lander = Lander(settings, topics, run_id, worker, workers)
+        report = lander.follow(stop) if follow else lander.drain()
+        results.put(("ok", report))
+    except Exception as exc:
+        results.put(("error", f"{type(exc).__name__}: {exc}"))
+
+
+def land(
+    settings: Settings,
+    topics: list[str] | None = None,
+    follow: bool = False,
+    stop: threading.Event | None = None,
+    workers: int | None = None,
+) -> LandReport:
+    """Land the given topics (default: every declared topic), drain or follow.
+
+    This process lands worker 0's share of the partitions; workers 1..n-1 run in child
+    processes. Their reports are merged. A worker's failure stops the others (they finish
+    their open files) and raises LandingError.
+    """
+    workers = workers or settings.land_workers
+    stop = stop or threading.Event()
+    run_id = uuid.uuid4().hex[:12]
+    if workers == 1:
+        lander = Lander(settings, topics, run_id)
+        return lander.follow(stop) if follow else lander.drain()
+    ctx = multiprocessing.get_context("spawn")  # no inherited threads or sockets
+    child_stop, results = ctx.Event(), ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            args=(settings, topics, run_id, i, workers, follow, child_stop, results),
+            name=f"land-worker-{i}",
+        )
+        for i in range(1, workers)
+    ]
+    for p in procs:
+        p.start()
+
+    def supervise() -> None:
+        # Our stop reaches the children; a child that dies stops us all.
+        while not child_stop.is_set():
+            if stop.wait(0.2) or any(p.exitcode not in (None, 0) for p in procs):
+                stop.set()
+                child_stop.set()
+
+    supervisor = threading.Thread(target=supervise, daemon=True)
+    supervisor.start()
+    outcomes: list[tuple[str, object]] = []
+    try:
+        own = Lander(settings, topics, run_id, 0, workers)
+        outcomes.append(("ok", own.follow(stop) if follow else own.drain()))
+    except (LandingError, KafkaError) as exc:
+        outcomes.append(("error", f"{type(exc).__name__}: {exc}"))
+        child_stop.set()
+    for p in procs:
+        p.join()
+    child_stop.set()
+    supervisor.join()
+    while len(outcomes) < workers and not results.empty():
+        outcomes.append(results.get())
+    errors = [str(detail) for kind, detail in outcomes if kind == "error"]
+    errors += [f"{p.name} died (exit code {p.exitcode})" for p in procs if p.exitcode != 0]
+    if len(outcomes) < workers and not errors:
+        errors.append("a landing worker ended without a report")
+    if errors:
+        raise LandingError("; ".join(errors))
+    merged = LandReport(run_id, "follow" if follow else "drain")
+    for _, report in outcomes:
+        merged.partitions.update(report.partitions)
+        merged.gaps += report.gaps
+        merged.orphans_removed += report.orphans_removed
+        merged.elapsed_s = max(merged.elapsed_s, report.elapsed_s)
+        merged.process_peak_rss_mb += report.process_peak_rss_mb
+    return merged
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    topic: str
+    partition: int
+    topic_id: str
+    high_watermark: int | None  # None: the broker did not answer a fetch in time
+    landed: int  # next offset to land (= messages landed for this incarnation)
+    last_file: str | None
+    last_landed_at: str | None
+
+    @property
+    def lag(self) -> int | None:
+        return None if self.high_watermark is None else max(0, self.high_watermark - self.landed)
+
+
+def landing_status(settings: Settings, timeout_s: float = 10.0) -> list[PartitionStatus]:
+    """Per topic-partition: broker high watermark, landed offset, lag and the last file."""
+    lander = Lander(settings)
+    meta = lander._describe()
+    files = manifest.files(lander.engine)
+    last_file = {}
+    for f in files:
+        last_file[(f.topic, f.topic_id, f.partition)] = f
+    consumer = kafka.consumer(settings, group_id=None)
+    try:
+        states = lander._track(meta)
+        lander._seek(consumer, states)
+        deadline = time.monotonic() + timeout_s
+        waiting = {s.tp for s in states}
+        while waiting and time.monotonic() < deadline:
+            consumer.poll(timeout_ms=300, max_records=1)
+            waiting = {tp for tp in waiting if consumer.highwater(tp) is None}
+        out = []
+        for s in states:
+            f = last_file.get((s.topic, s.topic_id, s.partition))
+            out.append(
+                PartitionStatus(
+                    topic=s.topic,
+                    partition=s.partition,
+                    topic_id=s.topic_id,
+                    high_watermark=consumer.highwater(s.tp),
+                    landed=s.expected or 0,
+                    last_file=f.path if f else None,
+                    last_landed_at=f.landed_at.isoformat(timespec="seconds") if f else None,
+                )
+            )
+        return out
+    finally:
+        consumer.close()

@@ -1,0 +1,12 @@
+"""Airflow Assets of the lake: the names DAGs use to schedule on each other's data.
+
+Plain constants (no I/O, no heavy imports) so that DAG files can import them at parse time.
+"""
+
+from __future__ import annotations
+
+from airflow.sdk import Asset
+
+DATASETS = ("visit_outcome", "incident_report")
+
+RAW = {d: Asset(name=f"raw_{d}", uri=f"visitshare://lake/raw/{d}", group="raw") for d in DATASETS}
