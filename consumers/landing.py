@@ -620,6 +620,9 @@ def _worker_main(settings, topics, run_id, worker, workers, follow, stop, result
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from visitshare.console import setup_logging
+    from visitshare.db import forget_engines
+
+    forget_engines()  # a forked child must not share the parent's database connections
 
     setup_logging()
     try:
@@ -649,7 +652,9 @@ def land(
     if workers == 1:
         lander = Lander(settings, topics, run_id)
         return lander.follow(stop) if follow else lander.drain()
-    ctx = multiprocessing.get_context("spawn")  # no inherited threads or sockets
+    # Forking is fast (the modules are already imported) but only safe while this process runs
+    # no other thread; otherwise a clean interpreter is spawned.
+    ctx = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
     child_stop, results = ctx.Event(), ctx.Queue()
     procs = [
         ctx.Process(

@@ -227,6 +227,21 @@ def complete_table(kafka: pa.Table, decoder: Decoder | None) -> pa.Table:
     return table
 
 
+_HIGH_CARDINALITY = {"kafka_value", "kafka_headers", "kafka_offset", "kafka_timestamp"}
+
+
+def _low_cardinality(f: pa.Field) -> bool:
+    """Columns worth a dictionary: codes, enums, flags, small numbers (by their contract)."""
+    if f.name in _HIGH_CARDINALITY:
+        return False
+    if f.name.startswith("kafka_") or f.name == "parse_status":
+        return True
+    pii = (f.metadata or {}).get(b"pii")
+    if pii in (b"direct_identifier", b"free_text"):
+        return False
+    return not (pa.types.is_timestamp(f.type) or pa.types.is_floating(f.type))
+
+
 def file_name(first: int, last: int, topic_id: str) -> str:
     """`<first>-<last>.<topic id prefix>.parquet`, zero-padded so names sort by offset."""
     return f"{first:020d}-{last:020d}.{topic_id.replace('-', '')[:12]}.parquet"
@@ -247,7 +262,21 @@ def write_atomically(
     """
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd", compression_level=1, row_group_size=1 << 20)
+    pq.write_table(
+        table,
+        sink,
+        compression="zstd",
+        compression_level=1,
+        row_group_size=1 << 20,
+        # Dictionary pages and min/max statistics only where they pay off: encoding every
+        # high-cardinality column (values, ids, names) costs CPU and saves nothing.
+        use_dictionary=[c for c in table.column_names if _low_cardinality(table.schema.field(c))],
+        write_statistics=[
+            c
+            for c in table.column_names
+            if pa.types.is_timestamp(table.schema.field(c).type) or c == "kafka_offset"
+        ],
+    )
     data = sink.getvalue()
     digest = hashlib.sha256(data).hexdigest()
     path.parent.mkdir(parents=True, exist_ok=True)

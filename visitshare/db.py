@@ -67,3 +67,11 @@ def dispose_all() -> None:
         for engine in _ENGINES.values():
             engine.dispose()
         _ENGINES.clear()
+
+
+def forget_engines() -> None:
+    """In a forked child: drop the inherited engines without closing the parent's connections."""
+    with _LOCK:
+        for engine in _ENGINES.values():
+            engine.dispose(close=False)
+        _ENGINES.clear()
