@@ -43,11 +43,11 @@ from consumers.rawfile import (
     file_name,
     kafka_batch,
     partition_dir,
-    write_atomically,
 )
 from visitshare import kafka, manifest
 from visitshare.contracts import ContractRegistry
 from visitshare.db import engine_for
+from visitshare.lakefs import write_parquet
 from visitshare.settings import Settings
 from visitshare.topics import declared_topics
 
@@ -474,7 +474,7 @@ class Lander:
             first, last, st.topic_id
         )
         rel = path.relative_to(self.lake).as_posix()
-        nbytes, digest = write_atomically(
+        nbytes, digest = write_parquet(
             table,
             path,
             {

@@ -13,10 +13,7 @@ into typed columns where the value parses; `parse_status` says how that went:
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +21,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
-import pyarrow.parquet as pq
 
 from visitshare.contracts import Contract, FieldType, arrow_schema, parse_timestamp
 
@@ -227,21 +223,6 @@ def complete_table(kafka: pa.Table, decoder: Decoder | None) -> pa.Table:
     return table
 
 
-_HIGH_CARDINALITY = {"kafka_value", "kafka_headers", "kafka_offset", "kafka_timestamp"}
-
-
-def _low_cardinality(f: pa.Field) -> bool:
-    """Columns worth a dictionary: codes, enums, flags, small numbers (by their contract)."""
-    if f.name in _HIGH_CARDINALITY:
-        return False
-    if f.name.startswith("kafka_") or f.name == "parse_status":
-        return True
-    pii = (f.metadata or {}).get(b"pii")
-    if pii in (b"direct_identifier", b"free_text"):
-        return False
-    return not (pa.types.is_timestamp(f.type) or pa.types.is_floating(f.type))
-
-
 def file_name(first: int, last: int, topic_id: str) -> str:
     """`<first>-<last>.<topic id prefix>.parquet`, zero-padded so names sort by offset."""
     return f"{first:020d}-{last:020d}.{topic_id.replace('-', '')[:12]}.parquet"
@@ -249,55 +230,3 @@ def file_name(first: int, last: int, topic_id: str) -> str:
 
 def partition_dir(lake: Path, topic: str, partition: int) -> Path:
     return lake / "raw" / topic / f"partition={partition}"
-
-
-def write_atomically(
-    table: pa.Table, path: Path, metadata: dict[str, str], replace: Callable[[Path], bool]
-) -> tuple[int, str]:
-    """Write the file under a temporary name, fsync it, then link it into place.
-
-    Linking never overwrites: if `path` exists, `replace(path)` decides whether it is a
-    leftover that may go (True) or someone else's file (False: FileExistsError).
-    Returns (bytes, sha256).
-    """
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
-    sink = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        sink,
-        compression="zstd",
-        compression_level=1,
-        row_group_size=1 << 20,
-        # Dictionary pages and min/max statistics only where they pay off: encoding every
-        # high-cardinality column (values, ids, names) costs CPU and saves nothing.
-        use_dictionary=[c for c in table.column_names if _low_cardinality(table.schema.field(c))],
-        write_statistics=[
-            c
-            for c in table.column_names
-            if pa.types.is_timestamp(table.schema.field(c).type) or c == "kafka_offset"
-        ],
-    )
-    data = sink.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            if not replace(path):
-                raise
-            path.unlink()
-            os.link(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-    return len(data), digest

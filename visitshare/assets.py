@@ -10,3 +10,7 @@ from airflow.sdk import Asset
 DATASETS = ("visit_outcome", "incident_report")
 
 RAW = {d: Asset(name=f"raw_{d}", uri=f"visitshare://lake/raw/{d}", group="raw") for d in DATASETS}
+VALIDATED = {
+    d: Asset(name=f"validated_{d}", uri=f"visitshare://lake/validated/{d}", group="validated")
+    for d in DATASETS
+}

@@ -20,9 +20,11 @@ from visitshare.console import (
     err_console,
     print_land_report,
     print_publish_report,
+    print_validation_run,
     setup_logging,
 )
 from visitshare.contracts import ContractError, ContractRegistry, json_schema
+from visitshare.quality.errors import QualityError, SuiteError
 from visitshare.settings import Settings
 
 app = typer.Typer(
@@ -35,11 +37,13 @@ broker_app = typer.Typer(help="The embedded Kafka-compatible broker (Tansu) on l
 topics_app = typer.Typer(help="Kafka topics declared in infra/topics.yaml.")
 contracts_app = typer.Typer(help="Data contracts in schemas/.")
 bench_app = typer.Typer(help="Benchmarks (results in var/bench/<name>.json).")
+quarantine_app = typer.Typer(help="Rows that failed validation: what, why, and re-validating them.")
 app.add_typer(broker_app, name="broker")
 app.add_typer(topics_app, name="topics")
 app.add_typer(contracts_app, name="contracts")
 app.add_typer(producer_cli.outbox_app, name="outbox")
 app.add_typer(bench_app, name="bench")
+app.add_typer(quarantine_app, name="quarantine")
 app.command()(producer_cli.simulate)
 app.command()(producer_cli.produce)
 
@@ -248,6 +252,83 @@ def status(ctx: typer.Context) -> None:
     console.print(table)
 
 
+# -- validation -----------------------------------------------------------------------------
+DATASET_OPTION = typer.Option(help="visit_outcome or incident_report; default: both.")
+
+
+@app.command()
+def validate(
+    ctx: typer.Context,
+    dataset: Annotated[str | None, DATASET_OPTION] = None,
+    reprocess: Annotated[
+        bool,
+        typer.Option(
+            "--reprocess", help="Forget earlier validation of the dataset and redo all of it."
+        ),
+    ] = False,
+) -> None:
+    """Validate what landed since the last run: validated zone, quarantine, run record, Data Docs."""
+    from visitshare.quality.validate import reset
+    from visitshare.quality.validate import validate as run_validation
+
+    settings: Settings = ctx.obj
+    for name in [dataset] if dataset else ["visit_outcome", "incident_report"]:
+        if reprocess:
+            reset(settings, name)
+        print_validation_run(run_validation(settings, name))
+
+
+@quarantine_app.command("list")
+def quarantine_list(
+    ctx: typer.Context, dataset: Annotated[str | None, DATASET_OPTION] = None
+) -> None:
+    """Quarantined rows per dataset and reason."""
+    from visitshare.quality.quarantine import counts
+
+    rows = counts(ctx.obj, dataset)
+    if not rows:
+        console.print("the quarantine is empty")
+        return
+    table = Table(title="Quarantine", title_justify="left")
+    for col in ("dataset", "reason", "rows"):
+        table.add_column(col, justify="right" if col == "rows" else "left")
+    for c in rows:
+        table.add_row(c.dataset, c.reason, f"{c.rows:,}")
+    console.print(table)
+
+
+@quarantine_app.command("show")
+def quarantine_show(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="visit_outcome or incident_report.")],
+    reason: Annotated[str | None, typer.Option(help="Only rows with this reason.")] = None,
+    limit: Annotated[int, typer.Option(help="Rows to show.", min=1)] = 20,
+    reveal: Annotated[
+        bool, typer.Option("--reveal", help="Show direct identifiers and free text.")
+    ] = False,
+) -> None:
+    """Quarantined rows: source offset, reasons, fields (personal data masked unless --reveal)."""
+    from visitshare.quality.quarantine import rows
+
+    for r in rows(ctx.obj, dataset, reason, limit, reveal):
+        fields = ", ".join(f"{k}={v}" for k, v in r["fields"].items() if v is not None)
+        console.print(
+            f"[bold]{r['source']}[/] {', '.join(r['reasons'])} ({r['parse_status']})\n  {fields}"
+        )
+
+
+@quarantine_app.command("release")
+def quarantine_release(
+    ctx: typer.Context,
+    dataset: Annotated[str, typer.Option(help="visit_outcome or incident_report.")],
+    reason: Annotated[str | None, typer.Option(help="Only rows with this reason.")] = None,
+) -> None:
+    """Re-validate quarantined rows with the current contract and suite; move those that pass."""
+    from visitshare.quality.quarantine import release
+
+    print_validation_run(release(ctx.obj, dataset, reason))
+
+
 # -- airflow --------------------------------------------------------------------------------
 @app.command(
     context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
@@ -313,7 +394,7 @@ def run(
     ] = 0.01,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 42,
 ) -> None:
-    """The main job: bring up the stack, publish a slice of Tokyo, land it, reconcile."""
+    """The main job: bring up the stack, publish a slice of Tokyo, land it, validate it."""
     from consumers.landing import land, landing_status
     from producers.simulator import SimConfig
     from visitshare.topics import apply_topics
@@ -355,6 +436,10 @@ def run(
         )
     if not ok:
         raise UserError("landed counts do not reconcile with published counts (see the table)")
+    from visitshare.quality.validate import validate as run_validation
+
+    for dataset in ("visit_outcome", "incident_report"):
+        print_validation_run(run_validation(settings, dataset))
     if status.embedded:
         console.print("the broker keeps running for the next stages; `make down` stops it")
 
@@ -362,7 +447,15 @@ def run(
 def main() -> None:
     try:
         app()
-    except (UserError, BrokerError, ContractError, PublishError, LandingError) as exc:
+    except (
+        UserError,
+        BrokerError,
+        ContractError,
+        PublishError,
+        LandingError,
+        SuiteError,
+        QualityError,
+    ) as exc:
         err_console.print(f"[red]error:[/] {exc}")
         sys.exit(1)
     except ValidationError as exc:  # a VISITSHARE_* variable with a bad value

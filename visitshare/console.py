@@ -117,3 +117,29 @@ def print_land_report(report) -> None:
         + (f"; removed {report.orphans_removed} orphan file(s)" if report.orphans_removed else "")
         + (f"; [red]{report.gaps} gap(s) recorded[/]" if report.gaps else "")
     )
+
+
+def print_validation_run(run) -> None:
+    """Counts of a validation run (`visitshare.quality.records.ValidationRun`) and where to look."""
+    verb = "re-validated" if run.kind == "release" else "validated"
+    if run.rows_in == 0:
+        console.print(f"{run.dataset}: nothing new to validate")
+        return
+    console.print(
+        f"[bold]{run.dataset}[/] {verb}: {run.rows_in:,} rows → {run.valid:,} valid, "
+        f"{run.quarantined:,} quarantined ({run.duplicates:,} duplicates) — run {run.run_id}"
+    )
+    if run.quarantined_by_reason:
+        table = Table(title="Quarantined by reason", title_justify="left")
+        table.add_column("reason")
+        table.add_column("rows", justify="right")
+        for reason, n in sorted(run.quarantined_by_reason.items(), key=lambda kv: -kv[1]):
+            table.add_row(reason, f"{n:,}")
+        console.print(table)
+    if run.warnings_by_reason:
+        console.print(
+            "warnings (reported, not quarantined): "
+            + ", ".join(f"{r} {n:,}" for r, n in run.warnings_by_reason.items())
+        )
+    if run.data_docs:
+        console.print(f"Data Docs: {run.data_docs}")

@@ -44,3 +44,24 @@ def land_dataset(dataset: str, settings: Settings | None = None) -> dict:
         ranges or "none (nothing new)",
     )
     return summary
+
+
+def validate_dataset(dataset: str, settings: Settings | None = None) -> dict:
+    """Validate what landed for the dataset since the last run (raw → validated + quarantine)."""
+    # great_expectations before anything imports airflow's logging config: GX floods otherwise.
+    from visitshare.quality.validate import validate
+
+    settings = settings or Settings()
+    run = validate(settings, dataset)
+    log.info(
+        "validated %s: %d rows in, %d valid, %d quarantined (%d duplicates); by reason %s; "
+        "data docs %s",
+        dataset,
+        run.rows_in,
+        run.valid,
+        run.quarantined,
+        run.duplicates,
+        run.quarantined_by_reason or "none",
+        run.data_docs,
+    )
+    return run.summary()

@@ -69,6 +69,9 @@ class Settings(BaseSettings):
     database_url: str | None = None
     lake_dir: Path | None = None
     contracts_dir: Path = REPO_ROOT / "schemas"
+    expectations_dir: Path = REPO_ROOT / "expectations"
+    # Validation reads the raw zone in batches of about this many rows (bounded memory).
+    quality_batch_rows: int = Field(400_000, ge=1000)
     infra_dir: Path = REPO_ROOT / "infra"
 
     @property
@@ -99,6 +102,14 @@ class Settings(BaseSettings):
     @property
     def lake(self) -> Path:
         return (self.lake_dir or self.var / "lake").resolve()
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.var / "reports"
+
+    @property
+    def gx_dir(self) -> Path:
+        return self.var / "gx"
 
     @property
     def db_url(self) -> str:

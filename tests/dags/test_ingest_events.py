@@ -11,6 +11,7 @@ from producers.simulator import SimConfig, Simulator
 from visitshare import manifest
 from visitshare.airflow_env import airflow_home
 from visitshare.db import engine_for
+from visitshare.quality.validate import read_curated
 
 
 def test_ingest_dag_lands_both_datasets_and_records_asset_events(kafka_settings, contracts):
@@ -18,9 +19,9 @@ def test_ingest_dag_lands_both_datasets_and_records_asset_events(kafka_settings,
     with Publisher(kafka_settings, contracts) as pub:
         published = pub.publish(Outgoing(e.dataset, e.payload) for e in events)
 
-    def dags_test():
+    def dags_test(dag_id="ingest_events"):
         return subprocess.run(
-            [sys.executable, "-m", "visitshare.cli", "airflow", "dags", "test", "ingest_events"],
+            [sys.executable, "-m", "visitshare.cli", "airflow", "dags", "test", dag_id],
             capture_output=True, text=True, timeout=300, env=dict(os.environ),
         )  # fmt: skip
 
@@ -50,3 +51,12 @@ def test_ingest_dag_lands_both_datasets_and_records_asset_events(kafka_settings,
     assert sum(f.row_count for f in manifest.files(engine_for(kafka_settings))) == sum(
         landed.values()
     )
+
+    # The curate DAG validates what landed: every landed row ends valid or quarantined.
+    curate = dags_test("curate_program_data")
+    assert curate.returncode == 0, curate.stdout[-3000:] + curate.stderr[-3000:]
+    valid = read_curated(kafka_settings, "visit_outcome", "validated").num_rows
+    quarantined = read_curated(kafka_settings, "visit_outcome", "quarantine").num_rows
+    dlq = kafka_settings.topic("visits.outcomes.v1.dlq")
+    assert valid + quarantined == landed[visits_topic] + landed.get(dlq, 0)
+    assert valid == published.delivered[visits_topic]

@@ -37,5 +37,12 @@ def test_run_brings_up_the_stack_publishes_and_summarizes(isolated_env, monkeypa
         assert events_in > published + dlq  # incidents too
         assert "Reconciliation" in out.stdout and "✗" not in out.stdout
         assert out.stdout.count("✓") == 5  # every declared topic reconciles
+        validated = re.search(
+            r"visit_outcome validated: ([\d,]+) rows → ([\d,]+) valid, ([\d,]+) quarantined",
+            out.stdout,
+        )
+        rows_in, valid, quarantined = (int(g.replace(",", "")) for g in validated.groups())
+        assert rows_in == published + dlq == valid + quarantined and quarantined >= dlq > 0
+        assert "Data Docs:" in out.stdout and "index.html" in out.stdout
     finally:
         EmbeddedBroker(settings).stop()

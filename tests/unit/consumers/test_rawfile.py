@@ -8,8 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 
-from consumers.rawfile import Decoder, complete_table, file_name, kafka_batch, write_atomically
+from consumers.rawfile import Decoder, complete_table, file_name, kafka_batch
 from producers.simulator import SimConfig, Simulator
+from visitshare.lakefs import write_parquet
 
 
 def _record(offset, value, key=b"k", headers=None):
@@ -103,16 +104,16 @@ def test_topics_without_contract_keep_only_kafka_columns():
     assert "event_id" not in table.column_names
 
 
-def test_write_atomically_never_overwrites_unless_told(tmp_path):
+def test_write_parquet_never_overwrites_unless_told(tmp_path):
     table = pa.table({"a": [1, 2, 3]})
     path = tmp_path / "p" / file_name(0, 2, "0f7c2a1e-1111-2222-3333-444455556666")
-    nbytes, digest = write_atomically(table, path, {"first_offset": "0"}, replace=lambda _: False)
+    nbytes, digest = write_parquet(table, path, {"first_offset": "0"}, replace=lambda _: False)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest and path.stat().st_size == nbytes
     assert pq.read_table(path).schema.metadata[b"first_offset"] == b"0"
     with pytest.raises(FileExistsError):
-        write_atomically(pa.table({"a": [9]}), path, {}, replace=lambda _: False)
+        write_parquet(pa.table({"a": [9]}), path, {}, replace=lambda _: False)
     assert pq.read_table(path).column("a").to_pylist() == [1, 2, 3]  # untouched
-    write_atomically(pa.table({"a": [9]}), path, {}, replace=lambda _: True)
+    write_parquet(pa.table({"a": [9]}), path, {}, replace=lambda _: True)
     assert pq.read_table(path).column("a").to_pylist() == [9]
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary files left
 

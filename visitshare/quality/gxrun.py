@@ -1,0 +1,167 @@
+"""Running a suite with Great Expectations 1.x, and keeping what it says fit to publish.
+
+Validation runs in an ephemeral GX context, through a `ValidationDefinition`, with the
+COMPLETE result format so that GX names every failing row (by `row_id`). Those results hold
+the failing *values*, which can be personal data, so they never touch disk: `redact()` keeps
+counts and percentages only, and only the redacted result is stored in the project's GX
+context (var/gx) and rendered into the Data Docs site (var/reports/data_docs), one page per
+batch and run, kept across runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime as dt
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+# GX logs every metric computation at INFO and prints progress bars: a flood in task logs.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
+import great_expectations as gx  # noqa: E402
+from great_expectations.core.run_identifier import RunIdentifier  # noqa: E402
+from great_expectations.data_context.types.base import ProgressBarsConfig  # noqa: E402
+from great_expectations.data_context.types.resource_identifiers import (  # noqa: E402
+    ExpectationSuiteIdentifier,
+    ValidationResultIdentifier,
+)
+
+from visitshare.quality.errors import QualityError  # noqa: E402
+from visitshare.quality.suites import LATEST_PARAMETER, Suite  # noqa: E402
+
+# GX sets its own logger levels on import; quiet them again. pandas warns about capture
+# groups in the contract's patterns, which GX only uses to match.
+for _name in ("great_expectations", "great_expectations.data_context.types.base"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message="This pattern is interpreted as a regular expression")
+
+SITE = "reports"
+# Result keys that carry failing values (or queries that would select them).
+VALUE_KEYS = (
+    "unexpected_list",
+    "partial_unexpected_list",
+    "partial_unexpected_counts",
+    "partial_unexpected_index_list",
+    "unexpected_index_list",
+    "unexpected_index_query",
+    "details",
+)
+
+
+@dataclass
+class RuleOutcome:
+    rule_id: str
+    evaluated: int
+    unexpected: int
+    failing_rows: np.ndarray  # row_ids
+
+    @property
+    def success(self) -> bool:
+        return self.unexpected == 0
+
+
+def _quiet(context) -> None:
+    context.variables.progress_bars = ProgressBarsConfig(globally=False)
+
+
+class SuiteRunner:
+    """Runs one suite over frames (batches) in an ephemeral GX context."""
+
+    def __init__(self, suite: Suite):
+        self.suite = suite
+        self.context = gx.get_context(mode="ephemeral")
+        _quiet(self.context)
+        asset = self.context.data_sources.add_pandas("raw").add_dataframe_asset(suite.dataset)
+        batch = asset.add_batch_definition_whole_dataframe("batch")
+        gx_suite = self.context.suites.add(suite.gx_suite())
+        self.definition = self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"validate_{suite.dataset}", data=batch, suite=gx_suite)
+        )
+
+    def run(self, frame: pd.DataFrame, latest_allowed: dt.datetime, run_name: str):
+        """(outcome per rule, GX result with values) for one batch."""
+        result = self.definition.run(
+            batch_parameters={"dataframe": frame},
+            expectation_parameters={LATEST_PARAMETER: latest_allowed.isoformat()},
+            result_format={
+                "result_format": "COMPLETE",
+                "unexpected_index_column_names": ["row_id"],
+            },
+            run_id=RunIdentifier(run_name=run_name, run_time=dt.datetime.now(dt.UTC)),
+        )
+        outcomes = {}
+        for res in result.results:
+            rule_id = res.expectation_config.meta["rule_id"]
+            if res.exception_info and res.exception_info.get("raised_exception"):
+                raise QualityError(
+                    f"rule {rule_id!r} of {self.suite.path.name} could not run: "
+                    f"{res.exception_info.get('exception_message')}"
+                )
+            r = res.result or {}
+            rows = np.array(
+                [int(i["row_id"]) for i in r.get("unexpected_index_list") or []], np.int64
+            )
+            outcomes[rule_id] = RuleOutcome(
+                rule_id,
+                int(r.get("element_count", len(frame))),
+                int(r.get("unexpected_count", 0)),
+                rows,
+            )
+        return outcomes, result
+
+
+def redact(result):
+    """A copy of a GX suite result with every failing value removed (counts stay)."""
+    clean = copy.deepcopy(result)
+    for res in clean.results:
+        for key in VALUE_KEYS:
+            (res.result or {}).pop(key, None)
+    clean.meta.pop("batch_parameters", None)
+    return clean
+
+
+class ReportsSite:
+    """The project's GX context (var/gx) and its Data Docs site (var/reports/data_docs)."""
+
+    def __init__(self, gx_dir: Path, docs_dir: Path):
+        self.docs_dir = docs_dir
+        self.context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
+        _quiet(self.context)
+        sites = self.context.get_config().data_docs_sites or {}
+        if SITE not in sites:
+            for name in list(sites):
+                self.context.delete_data_docs_site(name)
+            self.context.add_data_docs_site(
+                SITE,
+                {
+                    "class_name": "SiteBuilder",
+                    "show_how_to_buttons": False,
+                    "store_backend": {
+                        "class_name": "TupleFilesystemStoreBackend",
+                        "base_directory": str(docs_dir),
+                    },
+                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+                },
+            )
+
+    def publish(self, suite: Suite, results: list[tuple[str, object]], run_name: str) -> Path:
+        """Store a run's redacted results (one per batch) and rebuild the site; the index."""
+        with contextlib.suppress(Exception):  # the suite as it ran replaces an older version
+            self.context.suites.delete(suite.name)
+        self.context.suites.add(suite.gx_suite())
+        run_time = dt.datetime.now(dt.UTC)
+        for batch, redacted in results:
+            key = ValidationResultIdentifier(
+                expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),
+                run_id=RunIdentifier(run_name=run_name, run_time=run_time),
+                batch_identifier=batch,
+            )
+            self.context.validation_results_store.set(key, redacted)
+        self.context.build_data_docs(site_names=[SITE])
+        return self.docs_dir / "index.html"

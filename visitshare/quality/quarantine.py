@@ -1,0 +1,212 @@
+"""The quarantine: see what failed and why, and re-validate it after a fix.
+
+`release` runs the current contract and suite again over quarantined rows (all, or those with
+one reason). Rows that pass move to the validated zone; the others stay, with their reasons
+brought up to date. Rows are moved, never copied: valid + quarantined still equals landed.
+Duplicates and values that never decoded stay where they are (nothing a fix could change).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from visitshare.contracts import PiiClass
+from visitshare.lakefs import remove, write_parquet
+from visitshare.quality.frame import build_frame
+from visitshare.quality.gxrun import ReportsSite, SuiteRunner, redact
+from visitshare.quality.records import RunStatus, ValidationRun, curated_files
+from visitshare.quality.suites import Severity
+from visitshare.quality.validate import Validator
+from visitshare.settings import Settings
+
+KEEP_REASONS = ("duplicate_event_id", "decode:")  # no fix of contract or suite changes these
+
+
+@dataclass(frozen=True)
+class QuarantineCount:
+    dataset: str
+    reason: str
+    rows: int
+
+
+def _quarantine_files(conn, dataset: str | None = None) -> list:
+    query = (
+        sa.select(curated_files)
+        .where(curated_files.c.zone == "quarantine")
+        .order_by(curated_files.c.id)
+    )
+    if dataset:
+        query = query.where(curated_files.c.dataset == dataset)
+    return conn.execute(query).mappings().all()
+
+
+def counts(settings: Settings, dataset: str | None = None) -> list[QuarantineCount]:
+    """Quarantined rows per dataset and reason (a row with two reasons counts under both)."""
+    from visitshare.db import engine_for
+
+    tally: Counter = Counter()
+    with engine_for(settings).connect() as conn:
+        for f in _quarantine_files(conn, dataset):
+            reasons = pq.read_table(settings.lake / f["path"], columns=["reasons"]).column(0)
+            for rs in reasons.to_pylist():
+                for r in rs:
+                    tally[(f["dataset"], r)] += 1
+    return [QuarantineCount(d, r, n) for (d, r), n in sorted(tally.items())]
+
+
+def rows(
+    settings: Settings,
+    dataset: str,
+    reason: str | None = None,
+    limit: int = 20,
+    reveal: bool = False,
+) -> list[dict]:
+    """Quarantined rows: where they came from, why, and their fields.
+
+    Direct identifiers and free text are masked unless `reveal` (the quarantine is police-only,
+    but a terminal is not the place for them by default).
+    """
+    from visitshare.contracts import ContractRegistry
+    from visitshare.db import engine_for
+
+    contract = ContractRegistry.load(settings.contracts_dir).get(dataset)
+    masked = {
+        f.name for f in contract.fields if f.pii in (PiiClass.DIRECT_IDENTIFIER, PiiClass.FREE_TEXT)
+    }
+    out = []
+    with engine_for(settings).connect() as conn:
+        for f in _quarantine_files(conn, dataset):
+            for row in pq.read_table(settings.lake / f["path"]).to_pylist():
+                if reason and reason not in row["reasons"]:
+                    continue
+                fields = {
+                    k: (
+                        "•••"
+                        if (k in masked and row.get(k) is not None and not reveal)
+                        else row.get(k)
+                    )
+                    for k in contract.field_names
+                }
+                out.append(
+                    {
+                        "source": f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
+                        "reasons": row["reasons"],
+                        "parse_status": row["parse_status"],
+                        "fields": fields,
+                    }
+                )
+                if len(out) >= limit:
+                    return out
+    return out
+
+
+def release(settings: Settings, dataset: str, reason: str | None = None) -> ValidationRun:
+    """Re-validate quarantined rows with the current contract and suite; move those that pass."""
+    v = Validator(settings, dataset)
+    started = datetime.now(UTC)
+    run = ValidationRun(
+        run_id=v.run_id, dataset=v.dataset, kind="release", status=RunStatus.NOTHING_NEW,
+        contract=v.contract.id, suite_version=v.suite.version, started_at=started, finished_at=started,
+    )  # fmt: skip
+    runner = SuiteRunner(v.suite)
+    latest = datetime.now(UTC) + timedelta(seconds=settings.future_tolerance_seconds)
+    docs = []
+    with v.engine.connect() as conn:
+        files = _quarantine_files(conn, v.dataset)
+    for f in files:
+        table = pq.read_table(settings.lake / f["path"])
+        reasons = table.column("reasons").to_pylist()
+        candidate = np.array(
+            [
+                (reason is None or reason in rs) and not any(r.startswith(KEEP_REASONS) for r in rs)
+                and not t.endswith(".dlq")
+                for rs, t in zip(reasons, table.column("kafka_topic").to_pylist(), strict=True)
+            ],
+            bool,
+        )  # fmt: skip
+        if not candidate.any():
+            continue
+        idx = np.flatnonzero(candidate)
+        frame = build_frame(table.take(pa.array(idx)), v.contract)
+        outcomes, gx_result = runner.run(frame, latest, f"{v.run_id}/{f['batch']}")
+        docs.append((f"release-{f['batch']}", redact(gx_result)))
+        new_reasons = {int(i): [] for i in idx}
+        for rule in v.suite.rules:
+            if rule.severity is Severity.ERROR:
+                for row_id in outcomes[rule.rule_id].failing_rows:
+                    new_reasons[int(idx[row_id])].append(rule.reason)
+        # These rows were first occurrences when validated (duplicates are never candidates).
+        passed = [i for i, rs in new_reasons.items() if not rs]
+        run.rows_in += len(idx)
+        run.valid += len(passed)
+        run.quarantined += len(idx) - len(passed)
+        for rs in new_reasons.values():
+            for r in rs:
+                run.quarantined_by_reason[r] = run.quarantined_by_reason.get(r, 0) + 1
+        updated = [new_reasons.get(i, rs) for i, rs in enumerate(reasons)]
+        keep = np.array([i not in set(passed) for i in range(table.num_rows)], bool)
+        remaining = table.set_column(
+            table.schema.get_field_index("reasons"),
+            "reasons",
+            pa.array(updated, pa.list_(pa.string())),
+        )
+        remaining = remaining.filter(pa.array(keep))
+        written = (
+            v._write_validated(
+                f"release-{v.run_id}-{f['batch']}", table.take(pa.array(passed, pa.int64()))
+            )
+            if passed
+            else []
+        )
+        _commit_release(v, f, remaining, written)
+    if run.rows_in:
+        run.status = RunStatus.QUARANTINED if run.quarantined else RunStatus.PASSED
+        run.data_docs = str(
+            ReportsSite(settings.gx_dir, settings.reports_dir / "data_docs").publish(
+                v.suite, docs, v.run_id
+            )
+        )
+    run.finished_at = datetime.now(UTC)
+    v._record(run)
+    return run
+
+
+def _commit_release(v: Validator, f, remaining: pa.Table, written: list[dict]) -> None:
+    now = datetime.now(UTC)
+    path = v.lake / f["path"]
+    if remaining.num_rows:
+        nbytes, digest = write_parquet(
+            remaining, path, {"zone": "quarantine", "contract": v.contract.id}
+        )
+    with v.engine.begin() as conn:
+        if remaining.num_rows:
+            conn.execute(
+                curated_files.update()
+                .where(curated_files.c.id == f["id"])
+                .values(rows=remaining.num_rows, bytes=nbytes, sha256=digest)
+            )
+        else:
+            conn.execute(curated_files.delete().where(curated_files.c.id == f["id"]))
+        if written:
+            conn.execute(
+                curated_files.insert(),
+                [
+                    {
+                        **w,
+                        "dataset": v.dataset,
+                        "batch": f"release-{v.run_id}",
+                        "run_id": v.run_id,
+                        "created_at": now,
+                    }
+                    for w in written
+                ],
+            )
+    if not remaining.num_rows:
+        remove(path)
