@@ -71,64 +71,10 @@ def wait_for(condition, timeout_s: float = 30.0, every_s: float = 0.1) -> None:
 def land_values(
     settings: Settings, topic: str, values: list, headers=None, partition: int = 0
 ) -> None:
-    """Write raw-zone files for `values` as landing would (same code, no broker in between).
+    """Raw-zone files for `values`, written by landing's own code without a broker.
 
     For tests of the stages after landing: their input is the raw zone, not Kafka.
-    `values` are dicts (serialized as our producers do) or raw bytes.
     """
-    import orjson
-    import pyarrow as pa
-    from kafka.consumer.fetcher import ConsumerRecord
+    from visitshare.bench.validate import write_raw_files
 
-    from consumers.landing import Lander
-    from consumers.rawfile import complete_table, file_name, kafka_batch, partition_dir
-    from visitshare import manifest
-    from visitshare.db import engine_for
-    from visitshare.lakefs import write_parquet
-
-    engine = engine_for(settings)
-    topic_id = "00000000-test-0000-0000-" + topic.encode().hex()[:12]
-    first = manifest.next_offset(engine, topic, topic_id, partition) or 0
-    records = []
-    for i, v in enumerate(values):
-        value = v if isinstance(v, bytes) else orjson.dumps(v)
-        hs = (headers[i] if headers else None) or []
-        records.append(
-            ConsumerRecord(
-                topic,
-                partition,
-                -1,
-                first + i,
-                1_764_000_000_000,
-                0,
-                b"k",
-                value,
-                hs,
-                None,
-                1,
-                len(value),
-                10,
-            )
-        )
-    table = complete_table(
-        pa.Table.from_batches([kafka_batch(topic, partition, records)]),
-        Lander(settings).decoder(topic),
-    )
-    last = first + len(values) - 1
-    path = partition_dir(settings.lake, topic, partition) / file_name(first, last, topic_id)
-    nbytes, digest = write_parquet(table, path)
-    manifest.record_file(
-        engine,
-        manifest.RawFile(
-            topic,
-            topic_id,
-            partition,
-            first,
-            last,
-            len(values),
-            nbytes,
-            digest,
-            path.relative_to(settings.lake).as_posix(),
-            "test",
-        ),
-    )
+    write_raw_files(settings, topic, partition, values, headers)

@@ -381,6 +381,23 @@ def bench_land(
     console.print(result.result_line())
 
 
+@bench_app.command("validate")
+def bench_validate(
+    ctx: typer.Context,
+    days: Annotated[
+        int, typer.Option(help="Days of Tokyo in the raw zone (365: ~2.1M events).", min=1)
+    ] = 365,
+) -> None:
+    """The validate step vs a copy floor (target: ≤ 4 × the floor's time, peak RSS ≤ 4 GB)."""
+    from visitshare.bench import validate as bench
+    from visitshare.bench import write_result
+
+    result = bench.run(ctx.obj, days=days, say=err_console.print)
+    path = write_result(ctx.obj, result)
+    console.print(f"written {path}")
+    console.print(result.result_line())
+
+
 # -- the main job ---------------------------------------------------------------------------
 @app.command()
 def run(

@@ -6,7 +6,6 @@ environment: code receives a `Settings` instance and asks it.
 
 from __future__ import annotations
 
-from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -83,7 +82,7 @@ class Settings(BaseSettings):
     def bootstrap(self) -> str:
         return self.kafka_bootstrap or f"{self.broker_host}:{self.broker_port}"
 
-    @cached_property
+    @property
     def var(self) -> Path:
         return self.home.resolve()
 

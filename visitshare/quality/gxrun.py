@@ -71,38 +71,65 @@ def _quiet(context) -> None:
 
 
 class SuiteRunner:
-    """Runs one suite over frames (batches) in an ephemeral GX context."""
+    """Runs one suite over frames (batches) in an ephemeral GX context.
+
+    In two passes: every rule with the cheap BOOLEAN_ONLY result format, then only the rules
+    that failed again with COMPLETE (which makes GX collect the failing rows, a copy of the
+    frame per rule). On mostly valid data the second pass is small or empty.
+    """
 
     def __init__(self, suite: Suite):
         self.suite = suite
         self.context = gx.get_context(mode="ephemeral")
         _quiet(self.context)
         asset = self.context.data_sources.add_pandas("raw").add_dataframe_asset(suite.dataset)
-        batch = asset.add_batch_definition_whole_dataframe("batch")
-        gx_suite = self.context.suites.add(suite.gx_suite())
-        self.definition = self.context.validation_definitions.add(
-            gx.ValidationDefinition(name=f"validate_{suite.dataset}", data=batch, suite=gx_suite)
+        self.batch = asset.add_batch_definition_whole_dataframe("batch")
+        self.all_rules = self._definition(suite.rule_ids())
+        self._subsets: dict[tuple[str, ...], object] = {}
+
+    def _definition(self, rule_ids: tuple[str, ...]):
+        name = f"{self.suite.dataset}:{len(self.context.suites.all())}"
+        gx_suite = self.context.suites.add(self.suite.gx_suite(rule_ids, name=name))
+        return self.context.validation_definitions.add(
+            gx.ValidationDefinition(name=f"validate {name}", data=self.batch, suite=gx_suite)
         )
 
-    def run(self, frame: pd.DataFrame, latest_allowed: dt.datetime, run_name: str):
-        """(outcome per rule, GX result with values) for one batch."""
-        result = self.definition.run(
+    def _run(
+        self, definition, frame: pd.DataFrame, latest_allowed: dt.datetime, run_name: str, fmt
+    ):
+        result = definition.run(
             batch_parameters={"dataframe": frame},
             expectation_parameters={LATEST_PARAMETER: latest_allowed.isoformat()},
-            result_format={
-                "result_format": "COMPLETE",
-                "unexpected_index_column_names": ["row_id"],
-            },
+            result_format=fmt,
             run_id=RunIdentifier(run_name=run_name, run_time=dt.datetime.now(dt.UTC)),
         )
-        outcomes = {}
         for res in result.results:
-            rule_id = res.expectation_config.meta["rule_id"]
             if res.exception_info and res.exception_info.get("raised_exception"):
+                rule_id = res.expectation_config.meta["rule_id"]
                 raise QualityError(
                     f"rule {rule_id!r} of {self.suite.path.name} could not run: "
                     f"{res.exception_info.get('exception_message')}"
                 )
+        return result
+
+    def run(self, frame: pd.DataFrame, latest_allowed: dt.datetime, run_name: str):
+        """(outcome per rule, GX result with values) for one batch."""
+        first = self._run(self.all_rules, frame, latest_allowed, run_name, "BOOLEAN_ONLY")
+        failed = tuple(r.expectation_config.meta["rule_id"] for r in first.results if not r.success)
+        outcomes = {
+            r.expectation_config.meta["rule_id"]: RuleOutcome(
+                r.expectation_config.meta["rule_id"], len(frame), 0, np.array([], np.int64)
+            )
+            for r in first.results
+        }
+        if not failed:
+            return outcomes, first
+        if failed not in self._subsets:
+            self._subsets[failed] = self._definition(failed)
+        fmt = {"result_format": "COMPLETE", "unexpected_index_column_names": ["row_id"]}
+        second = self._run(self._subsets[failed], frame, latest_allowed, run_name, fmt)
+        detailed = {r.expectation_config.meta["rule_id"]: r for r in second.results}
+        for rule_id, res in detailed.items():
             r = res.result or {}
             rows = np.array(
                 [int(i["row_id"]) for i in r.get("unexpected_index_list") or []], np.int64
@@ -113,7 +140,11 @@ class SuiteRunner:
                 int(r.get("unexpected_count", 0)),
                 rows,
             )
-        return outcomes, result
+        # One result for the reports: the detailed results of the failed rules in place.
+        first.results = [
+            detailed.get(r.expectation_config.meta["rule_id"], r) for r in first.results
+        ]
+        return outcomes, first
 
 
 def redact(result):

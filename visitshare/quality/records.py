@@ -1,8 +1,8 @@
 """What validation remembers: its state and its records, in the project database.
 
 - `validated_raw_files`: which raw files a batch consumed (the next run takes the others);
-- `seen_events`: every event_id validation has seen, for de-duplication across batches;
-- `curated_files`: the validated and quarantine files, the only way readers find them;
+- `curated_files`: the validated and quarantine files (and the files of event ids each batch
+  saw, for de-duplication across batches): the only way readers find them;
 - `validation_batches` and `validation_runs`: what each batch and run found (the run record).
 
 A batch's files are written first, then all of its rows here commit in one transaction.
@@ -28,20 +28,12 @@ validated_raw_files = sa.Table(
     sa.Column("run_id", sa.String(64), nullable=False),
 )
 
-seen_events = sa.Table(
-    "seen_events",
-    metadata,
-    sa.Column("dataset", sa.String(64), primary_key=True),
-    sa.Column("event_id", sa.String(64), primary_key=True),
-    sa.Column("batch", sa.String(64), nullable=False),
-)
-
 curated_files = sa.Table(
     "curated_files",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("dataset", sa.String(64), nullable=False),
-    sa.Column("zone", sa.String(16), nullable=False),  # validated | quarantine
+    sa.Column("zone", sa.String(16), nullable=False),  # validated | quarantine | seen
     sa.Column("path", sa.String(1024), nullable=False, unique=True),  # relative to the lake
     sa.Column("rows", sa.Integer, nullable=False),
     sa.Column("bytes", sa.BigInteger, nullable=False),

@@ -4,7 +4,6 @@ A rule is one Great Expectations expectation with three more facts in its meta:
 - rule_id: stable name (run records and quarantined rows refer to it);
 - severity: "error" quarantines the failing rows, "warning" only reports them;
 - reason: the code a failing row carries ("missing_field:visit_id", "rule:...").
-  `{column}` placeholders are filled from the failing row (e.g. "decode:{parse_status}").
 
 Contract rules are derived from `schemas/` at run time (they are never edited by hand); the
 suite file holds the rules a contract cannot express. Both run as one GX suite.
@@ -60,9 +59,6 @@ class Rule:
     def columns(self) -> list[str]:
         return [self.kwargs[k] for k in ("column", "column_A", "column_B") if k in self.kwargs]
 
-    def reason_for(self, row: dict[str, Any]) -> str:
-        return self.reason.format(**row) if "{" in self.reason else self.reason
-
 
 @dataclass(frozen=True)
 class Suite:
@@ -77,12 +73,18 @@ class Suite:
     def name(self) -> str:
         return self.contract.id
 
-    def gx_suite(self):
+    def rule_ids(self) -> tuple[str, ...]:
+        return tuple(r.rule_id for r in self.rules)
+
+    def gx_suite(self, rule_ids: tuple[str, ...] | None = None, name: str | None = None):
+        """The suite as a GX ExpectationSuite (optionally only some rules, under another name)."""
         import great_expectations as gx
 
         return gx.ExpectationSuite(
-            name=self.name,
-            expectations=[r.gx_config() for r in self.rules],
+            name=name or self.name,
+            expectations=[
+                r.gx_config() for r in self.rules if rule_ids is None or r.rule_id in rule_ids
+            ],
             meta={"version": self.version, "dataset": self.dataset},
         )
 
@@ -108,7 +110,8 @@ def contract_rules(contract: Contract) -> list[Rule]:
 
     rules = [
         rule(
-            "decodes", "event", "expect_column_values_to_be_in_set", "decode:{parse_status}",
+            # Values that did not decode at all never reach the suite: only type mismatches do.
+            "decodes", "event", "expect_column_values_to_be_in_set", "decode:type_mismatch",
             column=PARSE_STATUS, value_set=["ok"],
         )
     ]  # fmt: skip

@@ -41,7 +41,6 @@ from visitshare.quality.records import (
     RunStatus,
     ValidationRun,
     curated_files,
-    seen_events,
     validated_raw_files,
     validation_batches,
     validation_runs,
@@ -81,6 +80,10 @@ class Validator:
         self.lake = settings.lake
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._runner: SuiteRunner | None = None
+        self._seen: pa.Array | None = None  # event ids of earlier batches
+        fields = self.contract.field_names
+        self._frame_inputs = ["parse_status", *fields]
+        self._validated_inputs = ["kafka_topic", "kafka_partition", "kafka_offset", *fields]
 
     # -- what to read ---------------------------------------------------------------------------
     def pending_files(self) -> list[tuple[int, manifest.RawFile]]:
@@ -152,54 +155,38 @@ class Validator:
         raw = pa.concat_tables(
             [pq.read_table(self.lake / f.path) for _, f in files], promote_options="default"
         )
-        order = pc.sort_indices(
-            raw,
-            [
-                ("kafka_topic", "ascending"),
-                ("kafka_partition", "ascending"),
-                ("kafka_offset", "ascending"),
-            ],
-        )
-        raw = raw.take(order)
         n = raw.num_rows
         reasons: list[list[str]] = [[] for _ in range(n)]
         rules: list[list[str]] = [[] for _ in range(n)]
         refs = _row_refs(raw)
 
         # 1. Rejected by the producer already: its reason is in the DLQ headers.
-        is_dlq = np.array(
-            [t.endswith(DLQ_SUFFIX) for t in raw.column("kafka_topic").to_pylist()], bool
-        )
+        is_dlq = pc.ends_with(raw.column("kafka_topic"), DLQ_SUFFIX).to_numpy(zero_copy_only=False)
         if is_dlq.any():
-            headers = raw.column("kafka_headers").to_pylist()
-            for i in np.flatnonzero(is_dlq):
-                h = {e["key"]: e["value"] for e in headers[i] or []}
+            headers = raw.column("kafka_headers").take(pa.array(np.flatnonzero(is_dlq))).to_pylist()
+            for i, hs in zip(np.flatnonzero(is_dlq), headers, strict=True):
+                h = {e["key"]: e["value"] for e in hs or []}
                 reasons[i].append(
                     "producer:" + h.get("dlq_reason", b"unknown").decode(errors="replace")
                 )
                 rules[i].append("producer_contract_check")
 
         # 2. Values that did not decode into the contract's fields at all: nothing to check.
-        status = raw.column("parse_status").to_pylist()
-        undecodable = np.array([s not in ("ok", "type_mismatch") for s in status], bool) & ~is_dlq
+        status = raw.column("parse_status")
+        decoded = pc.is_in(status, pa.array(["ok", "type_mismatch"])).to_numpy(zero_copy_only=False)
+        undecodable = ~decoded & ~is_dlq
         for i in np.flatnonzero(undecodable):
-            reasons[i].append(f"decode:{status[i]}")
+            reasons[i].append(f"decode:{status[int(i)].as_py()}")
             rules[i].append("contract.decodes.event")
         _count(run, "contract.decodes.event", undecodable, refs)
 
         # 3. Duplicates by event_id, first occurrence kept (within the batch, then across).
-        event_ids = raw.column("event_id").to_pylist()
-        duplicate = np.zeros(n, bool)
-        first_seen: dict[str, int] = {}
-        for i, eid in enumerate(event_ids):
-            if eid is None or is_dlq[i] or undecodable[i]:
-                continue
-            if eid in first_seen:
-                duplicate[i] = True
-            else:
-                first_seen[eid] = i
-        for eid in self._already_seen(list(first_seen)):
-            duplicate[first_seen.pop(eid)] = True
+        candidates = (
+            ~is_dlq
+            & ~undecodable
+            & pc.is_valid(raw.column("event_id")).to_numpy(zero_copy_only=False)
+        )
+        duplicate, first_ids = self._duplicates(raw.column("event_id"), candidates)
         for i in np.flatnonzero(duplicate):
             reasons[i].append("duplicate_event_id")
             rules[i].append("event_id_unique")
@@ -209,14 +196,12 @@ class Validator:
         gx_result = None
         warnings: Counter = Counter()
         if len(checked):
-            frame = build_frame(raw.take(pa.array(checked)), self.contract)
+            frame = build_frame(_rows(raw.select(self._frame_inputs), checked), self.contract)
             latest = datetime.now(UTC) + timedelta(seconds=self.settings.future_tolerance_seconds)
             if self._runner is None:
                 self._runner = SuiteRunner(self.suite)
             outcomes, gx_result = self._runner.run(frame, latest, f"{self.run_id}/{batch}")
-            rows_for_reason = (
-                frame.to_dict("list") if any("{" in r.reason for r in self.suite.rules) else None
-            )
+            del frame
             for rule in self.suite.rules:
                 outcome = outcomes[rule.rule_id]
                 record = next(r for r in run.rules if r.rule_id == rule.rule_id)
@@ -226,27 +211,20 @@ class Validator:
                     i = int(checked[row_id])
                     if len(record.sample_rows) < SAMPLE_ROWS:
                         record.sample_rows.append(refs[i])
-                    reason = rule.reason
-                    if rows_for_reason is not None and "{" in reason:
-                        reason = rule.reason_for({k: v[row_id] for k, v in rows_for_reason.items()})
                     if rule.severity is Severity.ERROR:
-                        reasons[i].append(reason)
+                        reasons[i].append(rule.reason)
                         rules[i].append(rule.rule_id)
                     else:
-                        warnings[reason] += 1
-        dup_record = next((r for r in run.rules if r.rule_id == "event_id_unique"), None)
-        if dup_record is not None:
-            dup_record.failed += int(duplicate.sum())
-            dup_record.sample_rows.extend(
-                refs[i]
-                for i in np.flatnonzero(duplicate)[: SAMPLE_ROWS - len(dup_record.sample_rows)]
-            )
+                        warnings[rule.reason] += 1
+        _count(run, "event_id_unique", duplicate, refs)
 
         # 5. Write both zones, named after the batch.
         bad = np.array([bool(r) for r in reasons], bool)
         valid_rows = np.flatnonzero(~bad)
         quarantine_rows = np.flatnonzero(bad)
-        written = self._write_validated(batch, raw.take(pa.array(valid_rows, pa.int64())))
+        written = self._write_validated(
+            batch, _rows(raw.select(self._validated_inputs), valid_rows)
+        )
         if len(quarantine_rows):
             written += self._write_quarantine(
                 batch,
@@ -265,7 +243,7 @@ class Validator:
         }
         if counts["rows_in"] != counts["valid"] + counts["quarantined"]:  # pragma: no cover
             raise QualityError(f"batch {batch}: counts do not reconcile: {counts}")
-        self._commit(batch, files, written, list(first_seen), counts, ranges)
+        self._commit(batch, files, written, first_ids, counts, ranges)
         run.rows_in += n
         run.valid += counts["valid"]
         run.quarantined += counts["quarantined"]
@@ -348,20 +326,70 @@ class Validator:
         ]
 
     # -- state --------------------------------------------------------------------------------
-    def _already_seen(self, event_ids: list[str]) -> list[str]:
-        seen = []
-        with self.engine.connect() as conn:
-            for i in range(0, len(event_ids), 5000):
-                chunk = event_ids[i : i + 5000]
-                seen += conn.execute(
-                    sa.select(seen_events.c.event_id).where(
-                        seen_events.c.dataset == self.dataset, seen_events.c.event_id.in_(chunk)
-                    )
-                ).scalars()
-        return seen
+    def _duplicates(
+        self, event_ids: pa.ChunkedArray, candidates: np.ndarray
+    ) -> tuple[np.ndarray, pa.Array]:
+        """(rows repeating an event_id seen before, the batch's newly seen ids).
 
-    def _commit(self, batch, files, written, new_ids, counts, ranges) -> None:
+        Before: earlier in this batch (the first occurrence stays) or in an earlier batch (the
+        ids of every batch are kept in the lake, see `_commit`).
+        """
+        n = len(event_ids)
+        idx = np.flatnonzero(candidates)
+        ids = event_ids.take(pa.array(idx))
+        firsts = (
+            pa.table({"id": ids, "i": pa.array(idx)})
+            .group_by("id", use_threads=False)
+            .aggregate([("i", "min")])
+        )
+        first_rows = firsts.column("i_min").to_numpy()
+        first_ids = firsts.column("id").combine_chunks()
+        earlier = self._seen_ids()
+        if earlier is not None and len(earlier):
+            known = pc.is_in(first_ids, value_set=earlier).to_numpy(zero_copy_only=False)
+            first_rows, first_ids = first_rows[~known], first_ids.filter(pa.array(~known))
+        keep = np.zeros(n, bool)
+        keep[first_rows] = True
+        duplicate = candidates & ~keep
+        self._seen = first_ids if earlier is None else pa.concat_arrays([earlier, first_ids])
+        return duplicate, first_ids
+
+    def _seen_ids(self) -> pa.Array | None:
+        """Event ids of earlier batches (read once per run from their id files)."""
+        if self._seen is None:
+            with self.engine.connect() as conn:
+                paths = (
+                    conn.execute(
+                        sa.select(curated_files.c.path).where(
+                            curated_files.c.dataset == self.dataset, curated_files.c.zone == "seen"
+                        )
+                    )
+                    .scalars()
+                    .all()
+                )
+            arrays = [
+                pq.read_table(self.lake / p).column("event_id").combine_chunks() for p in paths
+            ]
+            self._seen = pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
+        return self._seen
+
+    def _commit(self, batch, files, written, new_ids: pa.Array, counts, ranges) -> None:
         now = datetime.now(UTC)
+        if len(new_ids):
+            rel = f"state/seen/{self.dataset}/{batch}.parquet"
+            nbytes, digest = write_parquet(pa.table({"event_id": new_ids}), self.lake / rel)
+            written = [
+                *written,
+                {
+                    "zone": "seen",
+                    "path": rel,
+                    "rows": len(new_ids),
+                    "bytes": nbytes,
+                    "sha256": digest,
+                    "municipality_code": None,
+                    "month": None,
+                },
+            ]
         with self.engine.begin() as conn:
             # A rerun of the same batch replaces what it wrote before (same names).
             old = (
@@ -404,11 +432,6 @@ class Validator:
                     for fid, _ in files
                 ],
             )
-            if new_ids:
-                conn.execute(
-                    seen_events.insert(),
-                    [{"dataset": self.dataset, "event_id": e, "batch": batch} for e in new_ids],
-                )
             conn.execute(
                 validation_batches.delete().where(
                     validation_batches.c.dataset == self.dataset,
@@ -440,6 +463,11 @@ class Validator:
         folder = self.settings.reports_dir / "validation" / run.dataset
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{run.run_id}.json").write_text(run.model_dump_json(indent=2))
+
+
+def _rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
+    """The given rows (all of them without a copy)."""
+    return table if len(rows) == table.num_rows else table.take(pa.array(rows, pa.int64()))
 
 
 def _count(run: ValidationRun, rule_id: str, failing: np.ndarray, refs: list[str]) -> None:
@@ -488,7 +516,7 @@ def reset(settings: Settings, dataset: str) -> None:
             .scalars()
             .all()
         )
-        for table in (curated_files, validated_raw_files, seen_events, validation_batches):
+        for table in (curated_files, validated_raw_files, validation_batches):
             conn.execute(table.delete().where(table.c.dataset == dataset))
     for path in paths:
         remove(settings.lake / path)

@@ -33,3 +33,10 @@ def test_invalid_values_are_rejected(monkeypatch):
     monkeypatch.setenv("VISITSHARE_BROKER_PORT", "70000")
     with pytest.raises(ValidationError, match="broker_port"):
         Settings()
+
+
+def test_a_copy_with_another_home_moves_every_path(settings, tmp_path):
+    assert settings.var  # read before copying
+    other = settings.model_copy(update={"home": tmp_path / "elsewhere"})
+    assert other.var == (tmp_path / "elsewhere").resolve()
+    assert other.lake == other.var / "lake" and str(other.var) in other.db_url

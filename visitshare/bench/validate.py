@@ -1,0 +1,204 @@
+"""`visitshare bench validate`: the validate step on a year of Tokyo against a copy floor.
+
+Setup: a year of simulated events for all of Tokyo (about 2M visit outcomes and 100k incident
+reports, 1 % malformed) is written into a fresh raw zone with landing's own code (no broker
+in between), split over partitions by Kafka's key rule, as raw files of 100k rows.
+Measured, each in a fresh child process (its peak RSS is its own):
+- ours: `validate` for both datasets (contract + GX suite, validated zone, quarantine,
+  run record, Data Docs);
+- copy floor: read the same raw files and write them back as Parquet with pyarrow.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from visitshare.bench import BenchResult, now_iso
+from visitshare.settings import Settings
+
+RAW_FILE_ROWS = 100_000
+
+
+def write_raw_files(
+    settings: Settings, topic: str, partition: int, values: list, headers=None
+) -> None:
+    """Raw-zone files for `values` exactly as landing writes them, without a broker.
+
+    Used to set up benchmarks (and tests) of the stages after landing: their input is the
+    raw zone. `values` are dicts (serialized as our producers do) or bytes.
+    """
+    import orjson
+    import pyarrow as pa
+    from kafka.consumer.fetcher import ConsumerRecord
+
+    from consumers.landing import Lander
+    from consumers.rawfile import complete_table, file_name, kafka_batch, partition_dir
+    from visitshare import manifest
+    from visitshare.db import engine_for
+    from visitshare.lakefs import write_parquet
+
+    engine = engine_for(settings)
+    topic_id = "00000000-0000-4000-8000-" + topic.encode().hex()[:12].ljust(12, "0")
+    first = manifest.next_offset(engine, topic, topic_id, partition) or 0
+    records = []
+    for i, v in enumerate(values):
+        value = v if isinstance(v, bytes) else orjson.dumps(v)
+        hs = (headers[i] if headers else None) or []
+        records.append(
+            ConsumerRecord(
+                topic,
+                partition,
+                -1,
+                first + i,
+                1_764_000_000_000,
+                0,
+                b"k",
+                value,
+                hs,
+                None,
+                1,
+                len(value),
+                10,
+            )
+        )
+    kafka = pa.Table.from_batches([kafka_batch(topic, partition, records)])
+    table = complete_table(kafka, Lander(settings).decoder(topic))
+    last = first + len(values) - 1
+    path = partition_dir(settings.lake, topic, partition) / file_name(first, last, topic_id)
+    nbytes, digest = write_parquet(table, path)
+    rel = path.relative_to(settings.lake).as_posix()
+    manifest.record_file(
+        engine,
+        manifest.RawFile(
+            topic, topic_id, partition, first, last, len(values), nbytes, digest, rel, "bench"
+        ),
+    )
+
+
+def build_raw_zone(settings: Settings, days: int, say: Callable[[str], None]) -> dict[str, int]:
+    """A year (or `days`) of Tokyo in the raw zone; returns rows per topic."""
+    from kafka.partitioner.default import murmur2
+
+    from producers.publisher import DLQ_SUFFIX, Outgoing, Publisher
+    from producers.simulator import SimConfig, Simulator
+    from visitshare.contracts import ContractRegistry
+
+    contracts = ContractRegistry.load(settings.contracts_dir)
+    sim = Simulator(
+        SimConfig(days=days, municipalities=("all",), seed=2026, bad_rate=0.01), contracts
+    )
+    say(f"simulating {sim.total:,} events ({days} days of Tokyo) into the raw zone ...")
+    partitions = {"visit_outcome": 6, "incident_report": 3}
+    buffers: dict[tuple[str, int], list] = {}
+    counts: dict[str, int] = {}
+    with Publisher(settings, contracts) as pub:  # prepare() only: validation + serialization
+        for event in sim.events():
+            rec = pub.prepare(Outgoing(event.dataset, event.payload))
+            dlq = rec.topic.endswith(DLQ_SUFFIX)
+            p = (
+                0
+                if dlq or rec.key is None
+                else (murmur2(rec.key) & 0x7FFFFFFF) % partitions[event.dataset]
+            )
+            buf = buffers.setdefault((rec.topic, p), [])
+            buf.append((rec.value, rec.headers))
+            counts[rec.topic] = counts.get(rec.topic, 0) + 1
+            if len(buf) >= RAW_FILE_ROWS:
+                write_raw_files(settings, rec.topic, p, [v for v, _ in buf], [h for _, h in buf])
+                buf.clear()
+    for (topic, p), buf in buffers.items():
+        if buf:
+            write_raw_files(settings, topic, p, [v for v, _ in buf], [h for _, h in buf])
+    return counts
+
+
+def _child(kind: str, home: str) -> dict:
+    """In a fresh process: one validation of both datasets (ours) or the copy floor."""
+    from consumers.landing import peak_rss_mb
+
+    settings = Settings().model_copy(update={"home": Path(home)})
+    if kind == "ours":
+        from visitshare.quality.validate import validate
+
+        started = time.perf_counter()
+        runs = [validate(settings, d) for d in ("visit_outcome", "incident_report")]
+        seconds = time.perf_counter() - started
+        rows = sum(r.rows_in for r in runs)
+        detail = {r.dataset: r.summary() for r in runs}
+    else:
+        import pyarrow.parquet as pq
+
+        from visitshare import manifest
+        from visitshare.db import engine_for
+
+        files = manifest.files(engine_for(settings))
+        out = settings.var / "copy"
+        out.mkdir(parents=True, exist_ok=True)
+        started = time.perf_counter()
+        rows = 0
+        for i, f in enumerate(files):
+            table = pq.read_table(settings.lake / f.path)
+            pq.write_table(table, out / f"{i}.parquet")
+            rows += table.num_rows
+        seconds = time.perf_counter() - started
+        detail = {"files": len(files)}
+    return {"rows": rows, "seconds": seconds, "peak_rss_mb": peak_rss_mb(), "detail": detail}
+
+
+def _run_child(kind: str, home: Path) -> dict:
+    cmd = [sys.executable, "-m", "visitshare.bench.validate", kind, str(home)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"{kind} child failed ({out.returncode}): {out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(settings: Settings, days: int = 365, say: Callable[[str], None] = print) -> BenchResult:
+    started = now_iso()
+    home = settings.var / "bench" / "validate-work"
+    shutil.rmtree(home, ignore_errors=True)
+    bench = settings.model_copy(update={"home": home, "topic_prefix": ""})
+    t0 = time.perf_counter()
+    counts = build_raw_zone(bench, days, say)
+    say(f"raw zone ready in {time.perf_counter() - t0:.0f} s: {counts}")
+    floor = _run_child("copy", home)
+    say(
+        f"copy floor: {floor['rows']:,} rows in {floor['seconds']:.1f} s, peak {floor['peak_rss_mb']:.0f} MB"
+    )
+    ours = _run_child("ours", home)
+    say(
+        f"validate: {ours['rows']:,} rows in {ours['seconds']:.1f} s, peak {ours['peak_rss_mb']:.0f} MB"
+    )
+    if ours["rows"] != floor["rows"]:
+        raise RuntimeError(f"validate saw {ours['rows']} rows, the raw zone holds {floor['rows']}")
+    result = BenchResult(
+        name="validate",
+        unit="seconds (time; ratio = ours / baseline, lower is better)",
+        ours=ours["seconds"],
+        baseline=floor["seconds"],
+        baseline_desc="copy floor: read the same raw Parquet files and write them back with "
+        "pyarrow (pq.read_table + pq.write_table defaults), one process",
+        target=4.0,
+        higher_is_better=False,
+        params={"days": days, "rows": ours["rows"], "rows_by_topic": counts},
+        peak_rss_mb=ours["peak_rss_mb"],
+        started_at=started,
+        extra={
+            "rows_per_second": round(ours["rows"] / ours["seconds"]),
+            "copy_floor_peak_rss_mb": round(floor["peak_rss_mb"], 1),
+            "rss_target_mb": 4096,
+            "validation": ours["detail"],
+        },
+    )
+    shutil.rmtree(home, ignore_errors=True)
+    return result
+
+
+if __name__ == "__main__":  # a child of `run`
+    print(json.dumps(_child(sys.argv[1], sys.argv[2])))
