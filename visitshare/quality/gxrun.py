@@ -181,8 +181,12 @@ class ReportsSite:
                 },
             )
 
-    def publish(self, suite: Suite, results: list[tuple[str, object]], run_name: str) -> Path:
-        """Store a run's redacted results (one per batch) and rebuild the site; the index."""
+    def publish(self, suite: Suite, results: list[tuple[str, dict]], run_name: str) -> Path:
+        """Store a run's redacted results (JSON, one per batch), rebuild the site; its index."""
+        from great_expectations.core.expectation_validation_result import (
+            ExpectationSuiteValidationResult,
+        )
+
         with contextlib.suppress(Exception):  # the suite as it ran replaces an older version
             self.context.suites.delete(suite.name)
         self.context.suites.add(suite.gx_suite())
@@ -193,6 +197,8 @@ class ReportsSite:
                 run_id=RunIdentifier(run_name=run_name, run_time=run_time),
                 batch_identifier=batch,
             )
-            self.context.validation_results_store.set(key, redacted)
+            self.context.validation_results_store.set(
+                key, ExpectationSuiteValidationResult(**redacted)
+            )
         self.context.build_data_docs(site_names=[SITE])
         return self.docs_dir / "index.html"

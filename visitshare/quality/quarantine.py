@@ -136,7 +136,7 @@ def release(settings: Settings, dataset: str, reason: str | None = None) -> Vali
         idx = np.flatnonzero(candidate)
         frame = build_frame(table.take(pa.array(idx)), v.contract)
         outcomes, gx_result = runner.run(frame, latest, f"{v.run_id}/{f['batch']}")
-        docs.append((f"release-{f['batch']}", redact(gx_result)))
+        docs.append((f"release-{f['batch']}", redact(gx_result).to_json_dict()))
         new_reasons = {int(i): [] for i in idx}
         for rule in v.suite.rules:
             if rule.severity is Severity.ERROR:

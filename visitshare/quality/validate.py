@@ -1,26 +1,33 @@
 """The validate step: raw zone → validated zone + quarantine, with a run record and Data Docs.
 
 For one dataset (its topic and its DLQ), the raw files landed since the last validation are
-read in batches of about `quality_batch_rows`. In each batch:
+taken in batches of about `quality_batch_rows`. For every row:
 1. rows from the DLQ go to quarantine with the producer's reason (`producer:<reason>`), and
    values that did not decode at all with `decode:<parse status>`;
 2. repeated event_ids (a producer retried) go to quarantine as `duplicate_event_id`, within
-   and across batches, the first occurrence staying;
+   and across batches and runs, the first occurrence staying;
 3. the suite runs on the rest through GX; rows failing an error rule go to quarantine with
    one reason code per failed rule, warnings are only counted;
 4. valid rows are written to `validated/<dataset>/municipality_code=<c>/month=<YYYY-MM>/`,
-   quarantined rows (with their raw columns, reasons and source offsets) to
-   `quarantine/<dataset>/`, all named after the batch, so a rerun rewrites the same files;
+   quarantined rows (raw columns, reasons, source offsets) to `quarantine/<dataset>/`, all
+   named after the batch, so a rerun of a batch rewrites the same files;
 5. the batch commits: its files, the raw files it consumed, the event ids it saw.
-Counts reconcile per batch and run (rows in = valid + quarantined) or the run fails.
+
+Duplicates are decided first, for all batches, from the event_id column alone; then batches
+are validated in parallel (`quality_workers` processes: GX is single-threaded Python) and
+committed in order. Counts reconcile per batch and run (rows in = valid + quarantined).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
+import threading
 import uuid
 from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
@@ -34,8 +41,6 @@ from visitshare.contracts import Contract, ContractRegistry, arrow_schema
 from visitshare.db import engine_for
 from visitshare.lakefs import remove, write_parquet
 from visitshare.quality.errors import QualityError
-from visitshare.quality.frame import build_frame
-from visitshare.quality.gxrun import ReportsSite, SuiteRunner, redact
 from visitshare.quality.records import (
     RuleResult,
     RunStatus,
@@ -51,8 +56,8 @@ from visitshare.settings import Settings
 log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 10  # failing-row references kept per rule in the run record
-SOURCE_COLUMNS = ["source_topic", "source_partition", "source_offset"]
 DLQ_SUFFIX = ".dlq"
+RawFiles = list[tuple[int, manifest.RawFile]]  # (manifest id, file)
 
 
 def validated_schema(contract: Contract) -> pa.Schema:
@@ -68,6 +73,32 @@ def validated_schema(contract: Contract) -> pa.Schema:
     )
 
 
+@dataclass
+class BatchPlan:
+    """One batch: its raw files and which of its rows repeat an event_id seen before."""
+
+    name: str
+    files: RawFiles
+    duplicate: np.ndarray  # bool per row, rows in file order
+    first_ids: pa.Array  # event ids this batch sees first
+
+
+@dataclass
+class BatchResult:
+    """What validating one batch wrote and found (no database writes yet)."""
+
+    name: str
+    written: list[dict]
+    rows_in: int
+    valid: int
+    quarantined: int
+    duplicates: int
+    quarantined_by_reason: Counter = field(default_factory=Counter)
+    warnings_by_reason: Counter = field(default_factory=Counter)
+    rules: dict[str, list] = field(default_factory=dict)  # rule_id → [evaluated, failed, samples]
+    docs: dict | None = None  # the redacted GX result, as JSON
+
+
 class Validator:
     def __init__(self, settings: Settings, dataset: str):
         self.settings = settings
@@ -79,14 +110,13 @@ class Validator:
         self.topics = [self.topic, self.topic + DLQ_SUFFIX]
         self.lake = settings.lake
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self._runner: SuiteRunner | None = None
-        self._seen: pa.Array | None = None  # event ids of earlier batches
+        self._runner = None  # the GX suite runner, created where batches are validated
         fields = self.contract.field_names
         self._frame_inputs = ["parse_status", *fields]
         self._validated_inputs = ["kafka_topic", "kafka_partition", "kafka_offset", *fields]
 
     # -- what to read ---------------------------------------------------------------------------
-    def pending_files(self) -> list[tuple[int, manifest.RawFile]]:
+    def pending_files(self) -> RawFiles:
         """Raw files of the dataset's topics no batch has consumed yet, oldest first."""
         rf, vf = manifest.raw_files, validated_raw_files
         query = (
@@ -101,7 +131,7 @@ class Validator:
                 for row in conn.execute(query)
             ]
 
-    def batches(self) -> list[list[tuple[int, manifest.RawFile]]]:
+    def batches(self) -> list[RawFiles]:
         out, current, rows = [], [], 0
         for item in self.pending_files():
             current.append(item)
@@ -117,13 +147,9 @@ class Validator:
     def run(self) -> ValidationRun:
         started = datetime.now(UTC)
         run = ValidationRun(
-            run_id=self.run_id,
-            dataset=self.dataset,
-            status=RunStatus.NOTHING_NEW,
-            contract=self.contract.id,
-            suite_version=self.suite.version,
-            started_at=started,
-            finished_at=started,
+            run_id=self.run_id, dataset=self.dataset, status=RunStatus.NOTHING_NEW,
+            contract=self.contract.id, suite_version=self.suite.version,
+            started_at=started, finished_at=started,
             rules=[
                 RuleResult(
                     rule_id=r.rule_id, expectation=r.type, columns=r.columns, severity=r.severity.value,
@@ -132,17 +158,19 @@ class Validator:
                 for r in self.suite.rules
             ],
         )  # fmt: skip
-        docs_results = []
-        for files in self.batches():
-            batch = f"{files[0][0]:010d}-{files[-1][0]:010d}"
-            result = self._validate_batch(batch, files, run)
-            if result is not None:
-                docs_results.append((batch, result))
-            run.batches.append(batch)
+        plans = self.plan(self.batches())
+        docs = []
+        for plan, result in zip(plans, self._process_all(plans), strict=True):
+            self._commit(plan, result)
+            _add(run, plan, result)
+            if result.docs is not None:
+                docs.append((plan.name, result.docs))
         if run.batches:
+            from visitshare.quality.gxrun import ReportsSite
+
             run.status = RunStatus.QUARANTINED if run.quarantined else RunStatus.PASSED
             site = ReportsSite(self.settings.gx_dir, self.settings.reports_dir / "data_docs")
-            run.data_docs = str(site.publish(self.suite, docs_results, self.run_id))
+            run.data_docs = str(site.publish(self.suite, docs, self.run_id))
         run.finished_at = datetime.now(UTC)
         if not run.reconciles:  # pragma: no cover - a bug; refuse to record it as fine
             raise QualityError(
@@ -151,122 +179,172 @@ class Validator:
         self._record(run)
         return run
 
-    def _validate_batch(self, batch: str, files, run: ValidationRun):
+    def _process_all(self, plans: list[BatchPlan]) -> list[BatchResult]:
+        workers = min(self.settings.quality_workers, len(plans))
+        if workers <= 1:
+            return [self.process(plan) for plan in plans]
+        # Fork when this process runs no other thread (fast: nothing to import again).
+        ctx = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
+        with ProcessPoolExecutor(
+            workers,
+            mp_context=ctx,
+            initializer=_init_worker,
+            initargs=(self.settings, self.dataset),
+        ) as pool:
+            return list(pool.map(_process_in_worker, plans))
+
+    # -- duplicates, decided up front -------------------------------------------------------------
+    def plan(self, batches: list[RawFiles]) -> list[BatchPlan]:
+        """Which rows repeat an event_id: earlier in the batch, in an earlier batch or run."""
+        seen = self._seen_ids()
+        plans = []
+        for files in batches:
+            cols = ["kafka_topic", "parse_status", "event_id"]
+            t = pa.concat_tables(
+                [pq.read_table(self.lake / f.path, columns=cols) for _, f in files]
+            )
+            candidates = (
+                ~pc.ends_with(t.column("kafka_topic"), DLQ_SUFFIX).to_numpy(zero_copy_only=False)
+                & pc.is_in(t.column("parse_status"), pa.array(["ok", "type_mismatch"])).to_numpy(
+                    zero_copy_only=False
+                )
+                & pc.is_valid(t.column("event_id")).to_numpy(zero_copy_only=False)
+            )
+            idx = np.flatnonzero(candidates)
+            ids = t.column("event_id").take(pa.array(idx))
+            firsts = (
+                pa.table({"id": ids, "i": pa.array(idx)})
+                .group_by("id", use_threads=False)
+                .aggregate([("i", "min")])
+            )
+            first_rows, first_ids = (
+                firsts.column("i_min").to_numpy(),
+                firsts.column("id").combine_chunks(),
+            )
+            if len(seen):
+                known = pc.is_in(first_ids, value_set=seen).to_numpy(zero_copy_only=False)
+                first_rows, first_ids = first_rows[~known], first_ids.filter(pa.array(~known))
+            keep = np.zeros(t.num_rows, bool)
+            keep[first_rows] = True
+            seen = pa.concat_arrays([seen, first_ids])
+            plans.append(
+                BatchPlan(
+                    f"{files[0][0]:010d}-{files[-1][0]:010d}", files, candidates & ~keep, first_ids
+                )
+            )
+        return plans
+
+    def _seen_ids(self) -> pa.Array:
+        """Event ids of earlier batches, from the id file each batch leaves in the lake."""
+        with self.engine.connect() as conn:
+            paths = (
+                conn.execute(
+                    sa.select(curated_files.c.path).where(
+                        curated_files.c.dataset == self.dataset, curated_files.c.zone == "seen"
+                    )
+                )
+                .scalars()
+                .all()
+            )
+        arrays = [pq.read_table(self.lake / p).column("event_id").combine_chunks() for p in paths]
+        return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
+
+    # -- one batch (in a worker process, or here) ---------------------------------------------------
+    def process(self, plan: BatchPlan) -> BatchResult:
+        """Validate one batch and write its files; returns what to commit and report."""
+        from visitshare.quality.frame import build_frame
+        from visitshare.quality.gxrun import SuiteRunner, redact
+
         raw = pa.concat_tables(
-            [pq.read_table(self.lake / f.path) for _, f in files], promote_options="default"
+            [pq.read_table(self.lake / f.path) for _, f in plan.files], promote_options="default"
         )
         n = raw.num_rows
         reasons: list[list[str]] = [[] for _ in range(n)]
-        rules: list[list[str]] = [[] for _ in range(n)]
+        rule_ids: list[list[str]] = [[] for _ in range(n)]
         refs = _row_refs(raw)
+        result = BatchResult(plan.name, [], n, 0, 0, int(plan.duplicate.sum()))
 
-        # 1. Rejected by the producer already: its reason is in the DLQ headers.
+        def fail(rows, reason, rule_id):
+            for i in rows:
+                reasons[i].append(reason(i) if callable(reason) else reason)
+                rule_ids[i].append(rule_id)
+            stat = result.rules.setdefault(rule_id, [0, 0, []])
+            stat[1] += len(rows)
+            stat[2].extend(refs[i] for i in rows[: SAMPLE_ROWS - len(stat[2])])
+
+        # 1. Rejected by the producer already (reason in the DLQ headers), or undecodable.
         is_dlq = pc.ends_with(raw.column("kafka_topic"), DLQ_SUFFIX).to_numpy(zero_copy_only=False)
-        if is_dlq.any():
-            headers = raw.column("kafka_headers").take(pa.array(np.flatnonzero(is_dlq))).to_pylist()
-            for i, hs in zip(np.flatnonzero(is_dlq), headers, strict=True):
-                h = {e["key"]: e["value"] for e in hs or []}
-                reasons[i].append(
-                    "producer:" + h.get("dlq_reason", b"unknown").decode(errors="replace")
-                )
-                rules[i].append("producer_contract_check")
-
-        # 2. Values that did not decode into the contract's fields at all: nothing to check.
+        dlq_rows = np.flatnonzero(is_dlq)
+        if len(dlq_rows):
+            headers = raw.column("kafka_headers").take(pa.array(dlq_rows)).to_pylist()
+            why = {
+                int(i): {e["key"]: e["value"] for e in hs or []}.get("dlq_reason", b"unknown")
+                for i, hs in zip(dlq_rows, headers, strict=True)
+            }
+            fail(
+                dlq_rows,
+                lambda i: "producer:" + why[int(i)].decode(errors="replace"),
+                "producer_contract_check",
+            )
         status = raw.column("parse_status")
         decoded = pc.is_in(status, pa.array(["ok", "type_mismatch"])).to_numpy(zero_copy_only=False)
-        undecodable = ~decoded & ~is_dlq
-        for i in np.flatnonzero(undecodable):
-            reasons[i].append(f"decode:{status[int(i)].as_py()}")
-            rules[i].append("contract.decodes.event")
-        _count(run, "contract.decodes.event", undecodable, refs)
+        undecodable = np.flatnonzero(~decoded & ~is_dlq)
+        fail(undecodable, lambda i: f"decode:{status[int(i)].as_py()}", "contract.decodes.event")
+        # 2. Duplicates (decided in the plan).
+        fail(np.flatnonzero(plan.duplicate), "duplicate_event_id", "event_id_unique")
 
-        # 3. Duplicates by event_id, first occurrence kept (within the batch, then across).
-        candidates = (
-            ~is_dlq
-            & ~undecodable
-            & pc.is_valid(raw.column("event_id")).to_numpy(zero_copy_only=False)
-        )
-        duplicate, first_ids = self._duplicates(raw.column("event_id"), candidates)
-        for i in np.flatnonzero(duplicate):
-            reasons[i].append("duplicate_event_id")
-            rules[i].append("event_id_unique")
-
-        # 4. The suite, through GX, on everything else.
-        checked = np.flatnonzero(~is_dlq & ~undecodable & ~duplicate)
-        gx_result = None
-        warnings: Counter = Counter()
+        # 3. The suite, through GX, on everything else.
+        checked = np.flatnonzero(~is_dlq & decoded & ~plan.duplicate)
         if len(checked):
             frame = build_frame(_rows(raw.select(self._frame_inputs), checked), self.contract)
             latest = datetime.now(UTC) + timedelta(seconds=self.settings.future_tolerance_seconds)
             if self._runner is None:
                 self._runner = SuiteRunner(self.suite)
-            outcomes, gx_result = self._runner.run(frame, latest, f"{self.run_id}/{batch}")
+            outcomes, gx_result = self._runner.run(frame, latest, f"{self.run_id}/{plan.name}")
             del frame
             for rule in self.suite.rules:
                 outcome = outcomes[rule.rule_id]
-                record = next(r for r in run.rules if r.rule_id == rule.rule_id)
-                record.evaluated += outcome.evaluated
-                record.failed += outcome.unexpected
-                for row_id in outcome.failing_rows:
-                    i = int(checked[row_id])
-                    if len(record.sample_rows) < SAMPLE_ROWS:
-                        record.sample_rows.append(refs[i])
-                    if rule.severity is Severity.ERROR:
-                        reasons[i].append(rule.reason)
-                        rules[i].append(rule.rule_id)
-                    else:
-                        warnings[rule.reason] += 1
-        _count(run, "event_id_unique", duplicate, refs)
+                stat = result.rules.setdefault(rule.rule_id, [0, 0, []])
+                stat[0] += outcome.evaluated
+                rows = checked[outcome.failing_rows]
+                if rule.severity is Severity.ERROR:
+                    fail(rows, rule.reason, rule.rule_id)
+                else:
+                    stat[1] += len(rows)
+                    stat[2].extend(refs[i] for i in rows[: SAMPLE_ROWS - len(stat[2])])
+                    if len(rows):
+                        result.warnings_by_reason[rule.reason] += len(rows)
+            result.docs = redact(gx_result).to_json_dict()
 
-        # 5. Write both zones, named after the batch.
+        # 4. Write both zones, named after the batch.
         bad = np.array([bool(r) for r in reasons], bool)
-        valid_rows = np.flatnonzero(~bad)
-        quarantine_rows = np.flatnonzero(bad)
-        written = self._write_validated(
-            batch, _rows(raw.select(self._validated_inputs), valid_rows)
+        valid_rows, quarantine_rows = np.flatnonzero(~bad), np.flatnonzero(bad)
+        result.written = self._write_validated(
+            plan.name, _rows(raw.select(self._validated_inputs), valid_rows)
         )
         if len(quarantine_rows):
-            written += self._write_quarantine(
-                batch,
+            result.written += self._write_quarantine(
+                plan.name,
                 raw.take(pa.array(quarantine_rows, pa.int64())),
                 [reasons[i] for i in quarantine_rows],
-                [rules[i] for i in quarantine_rows],
+                [rule_ids[i] for i in quarantine_rows],
             )
-
-        # 6. Commit the batch.
-        ranges = _source_ranges(files)
-        counts = {
-            "rows_in": n,
-            "valid": len(valid_rows),
-            "quarantined": len(quarantine_rows),
-            "duplicates": int(duplicate.sum()),
-        }
-        if counts["rows_in"] != counts["valid"] + counts["quarantined"]:  # pragma: no cover
-            raise QualityError(f"batch {batch}: counts do not reconcile: {counts}")
-        self._commit(batch, files, written, first_ids, counts, ranges)
-        run.rows_in += n
-        run.valid += counts["valid"]
-        run.quarantined += counts["quarantined"]
-        run.duplicates += counts["duplicates"]
+        result.valid, result.quarantined = len(valid_rows), len(quarantine_rows)
         for i in quarantine_rows:
-            for reason in reasons[i]:
-                run.quarantined_by_reason[reason] = run.quarantined_by_reason.get(reason, 0) + 1
-        for reason, count in warnings.items():
-            run.warnings_by_reason[reason] = run.warnings_by_reason.get(reason, 0) + count
-        for topic, parts in ranges.items():
-            merged = run.source_ranges.setdefault(topic, {})
-            for p, (lo, hi) in parts.items():
-                old = merged.get(p)
-                merged[p] = [min(lo, old[0]), max(hi, old[1])] if old else [lo, hi]
+            result.quarantined_by_reason.update(reasons[i])
+        if result.rows_in != result.valid + result.quarantined:  # pragma: no cover - a bug
+            raise QualityError(f"batch {plan.name}: counts do not reconcile")
         log.info(
             "validated %s batch %s: %d rows in, %d valid, %d quarantined (%d duplicates)",
-            self.dataset, batch, n, counts["valid"], counts["quarantined"], counts["duplicates"],
+            self.dataset, plan.name, n, result.valid, result.quarantined, result.duplicates,
         )  # fmt: skip
-        return redact(gx_result) if gx_result is not None else None
+        return result
 
     # -- zones ------------------------------------------------------------------------------
     def _write_validated(self, batch: str, rows: pa.Table) -> list[dict]:
-        schema = validated_schema(self.contract)
+        """Valid rows, one file per municipality × month (the event time's Tokyo month)."""
+        if not rows.num_rows:
+            return []
         table = pa.table(
             {
                 **{f.name: rows.column(f.name).cast(f.type) for f in arrow_schema(self.contract)},
@@ -274,36 +352,23 @@ class Validator:
                 "source_partition": rows.column("kafka_partition"),
                 "source_offset": rows.column("kafka_offset"),
             }
-        ).cast(schema)
-        if not table.num_rows:
-            return []
+        ).cast(validated_schema(self.contract))
         month = pc.strftime(table.column(self.contract.event_time), format="%Y-%m")
         keys = pc.binary_join_element_wise(table.column("municipality_code"), month, "/")
+        # Stable: within a municipality × month, rows keep their source order.
         order = pc.sort_indices(
             pa.table({"k": keys, "i": pa.array(np.arange(table.num_rows))}),
             [("k", "ascending"), ("i", "ascending")],
         )
-        table, keys = table.take(order), keys.take(order)
+        table, keys = table.take(order), keys.take(order).to_numpy(zero_copy_only=False)
+        starts = np.flatnonzero(np.r_[True, keys[1:] != keys[:-1]])
         out = []
-        key_values = keys.to_numpy(zero_copy_only=False)
-        starts = np.flatnonzero(np.r_[True, key_values[1:] != key_values[:-1]])
-        ends = np.r_[starts[1:], len(key_values)]
-        for start, end in zip(starts, ends, strict=True):
-            code, ym = key_values[start].split("/")
+        for start, end in zip(starts, np.r_[starts[1:], len(keys)], strict=True):
+            code, ym = keys[start].split("/")
             rel = f"validated/{self.dataset}/municipality_code={code}/month={ym}/{batch}.parquet"
             part = table.slice(start, end - start)
             nbytes, digest = write_parquet(part, self.lake / rel)
-            out.append(
-                {
-                    "zone": "validated",
-                    "path": rel,
-                    "rows": part.num_rows,
-                    "bytes": nbytes,
-                    "sha256": digest,
-                    "municipality_code": code,
-                    "month": ym,
-                }
-            )
+            out.append(_file("validated", rel, part.num_rows, nbytes, digest, code, ym))
         return out
 
     def _write_quarantine(self, batch: str, rows: pa.Table, reasons, rule_ids) -> list[dict]:
@@ -313,151 +378,73 @@ class Validator:
         nbytes, digest = write_parquet(
             table, self.lake / rel, {"zone": "quarantine", "contract": self.contract.id}
         )
-        return [
-            {
-                "zone": "quarantine",
-                "path": rel,
-                "rows": table.num_rows,
-                "bytes": nbytes,
-                "sha256": digest,
-                "municipality_code": None,
-                "month": None,
-            }
-        ]
+        return [_file("quarantine", rel, table.num_rows, nbytes, digest)]
 
-    # -- state --------------------------------------------------------------------------------
-    def _duplicates(
-        self, event_ids: pa.ChunkedArray, candidates: np.ndarray
-    ) -> tuple[np.ndarray, pa.Array]:
-        """(rows repeating an event_id seen before, the batch's newly seen ids).
-
-        Before: earlier in this batch (the first occurrence stays) or in an earlier batch (the
-        ids of every batch are kept in the lake, see `_commit`).
-        """
-        n = len(event_ids)
-        idx = np.flatnonzero(candidates)
-        ids = event_ids.take(pa.array(idx))
-        firsts = (
-            pa.table({"id": ids, "i": pa.array(idx)})
-            .group_by("id", use_threads=False)
-            .aggregate([("i", "min")])
-        )
-        first_rows = firsts.column("i_min").to_numpy()
-        first_ids = firsts.column("id").combine_chunks()
-        earlier = self._seen_ids()
-        if earlier is not None and len(earlier):
-            known = pc.is_in(first_ids, value_set=earlier).to_numpy(zero_copy_only=False)
-            first_rows, first_ids = first_rows[~known], first_ids.filter(pa.array(~known))
-        keep = np.zeros(n, bool)
-        keep[first_rows] = True
-        duplicate = candidates & ~keep
-        self._seen = first_ids if earlier is None else pa.concat_arrays([earlier, first_ids])
-        return duplicate, first_ids
-
-    def _seen_ids(self) -> pa.Array | None:
-        """Event ids of earlier batches (read once per run from their id files)."""
-        if self._seen is None:
-            with self.engine.connect() as conn:
-                paths = (
-                    conn.execute(
-                        sa.select(curated_files.c.path).where(
-                            curated_files.c.dataset == self.dataset, curated_files.c.zone == "seen"
-                        )
-                    )
-                    .scalars()
-                    .all()
-                )
-            arrays = [
-                pq.read_table(self.lake / p).column("event_id").combine_chunks() for p in paths
-            ]
-            self._seen = pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
-        return self._seen
-
-    def _commit(self, batch, files, written, new_ids: pa.Array, counts, ranges) -> None:
+    # -- committing ---------------------------------------------------------------------------
+    def _commit(self, plan: BatchPlan, result: BatchResult) -> None:
+        """The batch becomes part of the zones: its files, its raw files, its event ids."""
+        written = list(result.written)
+        if len(plan.first_ids):
+            rel = f"state/seen/{self.dataset}/{plan.name}.parquet"
+            nbytes, digest = write_parquet(pa.table({"event_id": plan.first_ids}), self.lake / rel)
+            written.append(_file("seen", rel, len(plan.first_ids), nbytes, digest))
         now = datetime.now(UTC)
-        if len(new_ids):
-            rel = f"state/seen/{self.dataset}/{batch}.parquet"
-            nbytes, digest = write_parquet(pa.table({"event_id": new_ids}), self.lake / rel)
-            written = [
-                *written,
-                {
-                    "zone": "seen",
-                    "path": rel,
-                    "rows": len(new_ids),
-                    "bytes": nbytes,
-                    "sha256": digest,
-                    "municipality_code": None,
-                    "month": None,
-                },
-            ]
+        this_batch = (curated_files.c.dataset == self.dataset) & (
+            curated_files.c.batch == plan.name
+        )
         with self.engine.begin() as conn:
             # A rerun of the same batch replaces what it wrote before (same names).
-            old = (
-                conn.execute(
-                    sa.select(curated_files.c.path).where(
-                        curated_files.c.dataset == self.dataset, curated_files.c.batch == batch
-                    )
-                )
-                .scalars()
-                .all()
-            )
+            old = set(conn.execute(sa.select(curated_files.c.path).where(this_batch)).scalars())
+            conn.execute(curated_files.delete().where(this_batch))
             conn.execute(
-                curated_files.delete().where(
-                    curated_files.c.dataset == self.dataset, curated_files.c.batch == batch
-                )
+                curated_files.insert(),
+                [
+                    {
+                        **w,
+                        "dataset": self.dataset,
+                        "batch": plan.name,
+                        "run_id": self.run_id,
+                        "created_at": now,
+                    }
+                    for w in written
+                ],
             )
-            if written:
-                conn.execute(
-                    curated_files.insert(),
-                    [
-                        {
-                            **w,
-                            "dataset": self.dataset,
-                            "batch": batch,
-                            "run_id": self.run_id,
-                            "created_at": now,
-                        }
-                        for w in written
-                    ],
-                )
             conn.execute(
                 validated_raw_files.insert(),
                 [
                     {
                         "raw_file_id": fid,
                         "dataset": self.dataset,
-                        "batch": batch,
+                        "batch": plan.name,
                         "run_id": self.run_id,
                     }
-                    for fid, _ in files
+                    for fid, _ in plan.files
                 ],
             )
             conn.execute(
                 validation_batches.delete().where(
-                    validation_batches.c.dataset == self.dataset,
-                    validation_batches.c.batch == batch,
+                    (validation_batches.c.dataset == self.dataset)
+                    & (validation_batches.c.batch == plan.name)
                 )
             )
             conn.execute(
                 validation_batches.insert().values(
-                    dataset=self.dataset,
-                    batch=batch,
-                    run_id=self.run_id,
-                    source_ranges=ranges,
-                    **counts,
+                    dataset=self.dataset, batch=plan.name, run_id=self.run_id, rows_in=result.rows_in,
+                    valid=result.valid, quarantined=result.quarantined, duplicates=result.duplicates,
+                    source_ranges=_source_ranges(plan.files),
                 )
-            )
-        for path in set(old) - {w["path"] for w in written}:
+            )  # fmt: skip
+        for path in old - {w["path"] for w in written}:
             remove(self.lake / path)
 
     def _record(self, run: ValidationRun) -> None:
-        record = json.loads(run.model_dump_json())
+        """The run record, in the database and as JSON under var/reports/validation/."""
         with self.engine.begin() as conn:
             conn.execute(
                 validation_runs.insert().values(
                     run_id=run.run_id, dataset=run.dataset, kind=run.kind, status=run.status.value,
                     started_at=run.started_at, finished_at=run.finished_at, rows_in=run.rows_in,
-                    valid=run.valid, quarantined=run.quarantined, record=record,
+                    valid=run.valid, quarantined=run.quarantined, record=json.loads(run.model_dump_json()),
                 )
             )  # fmt: skip
         folder = self.settings.reports_dir / "validation" / run.dataset
@@ -465,19 +452,53 @@ class Validator:
         (folder / f"{run.run_id}.json").write_text(run.model_dump_json(indent=2))
 
 
+# -- worker processes ---------------------------------------------------------------------------
+_worker: Validator | None = None
+
+
+def _init_worker(settings: Settings, dataset: str) -> None:
+    global _worker
+    from visitshare.db import forget_engines
+
+    forget_engines()  # a forked worker must not share the parent's database connections
+    _worker = Validator(settings, dataset)
+
+
+def _process_in_worker(plan: BatchPlan) -> BatchResult:
+    return _worker.process(plan)
+
+
+# -- helpers ------------------------------------------------------------------------------------
+def _add(run: ValidationRun, plan: BatchPlan, result: BatchResult) -> None:
+    run.batches.append(plan.name)
+    run.rows_in += result.rows_in
+    run.valid += result.valid
+    run.quarantined += result.quarantined
+    run.duplicates += result.duplicates
+    for reason, n in result.quarantined_by_reason.items():
+        run.quarantined_by_reason[reason] = run.quarantined_by_reason.get(reason, 0) + n
+    for reason, n in result.warnings_by_reason.items():
+        run.warnings_by_reason[reason] = run.warnings_by_reason.get(reason, 0) + n
+    for record in run.rules:
+        evaluated, failed, samples = result.rules.get(record.rule_id, (0, 0, []))
+        record.evaluated += evaluated
+        record.failed += failed
+        record.sample_rows.extend(samples[: SAMPLE_ROWS - len(record.sample_rows)])
+    for topic, parts in _source_ranges(plan.files).items():
+        merged = run.source_ranges.setdefault(topic, {})
+        for p, (lo, hi) in parts.items():
+            old = merged.get(p)
+            merged[p] = [min(lo, old[0]), max(hi, old[1])] if old else [lo, hi]
+
+
+def _file(zone, path, rows, nbytes, digest, municipality_code=None, month=None) -> dict:
+    return {"zone": zone, "path": path, "rows": rows, "bytes": nbytes, "sha256": digest,
+            "municipality_code": municipality_code, "month": month}  # fmt: skip
+
+
 def _rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
     """The given rows (all of them without a copy)."""
     return table if len(rows) == table.num_rows else table.take(pa.array(rows, pa.int64()))
-
-
-def _count(run: ValidationRun, rule_id: str, failing: np.ndarray, refs: list[str]) -> None:
-    """Add rows our code (not GX) found failing a rule to that rule's record."""
-    record = next((r for r in run.rules if r.rule_id == rule_id), None)
-    if record is None or not failing.any():
-        return
-    record.failed += int(failing.sum())
-    room = SAMPLE_ROWS - len(record.sample_rows)
-    record.sample_rows.extend(refs[i] for i in np.flatnonzero(failing)[: max(room, 0)])
 
 
 def _row_refs(raw: pa.Table) -> list[str]:
@@ -493,7 +514,7 @@ def _row_refs(raw: pa.Table) -> list[str]:
     ]
 
 
-def _source_ranges(files) -> dict[str, dict[str, list[int]]]:
+def _source_ranges(files: RawFiles) -> dict[str, dict[str, list[int]]]:
     ranges: dict[str, dict[str, list[int]]] = defaultdict(dict)
     for _, f in files:
         old = ranges[f.topic].get(str(f.partition))
@@ -502,6 +523,7 @@ def _source_ranges(files) -> dict[str, dict[str, list[int]]]:
     return dict(ranges)
 
 
+# -- entry points --------------------------------------------------------------------------------
 def validate(settings: Settings, dataset: str) -> ValidationRun:
     """Validate everything landed for `dataset` since the last run."""
     return Validator(settings, dataset).run()
@@ -540,18 +562,3 @@ def read_curated(settings: Settings, dataset: str, zone: str) -> pa.Table | None
     return pa.concat_tables(
         [pq.read_table(settings.lake / p) for p in paths], promote_options="default"
     )
-
-
-def last_runs(settings: Settings, limit: int = 20) -> list[ValidationRun]:
-    engine = engine_for(settings)
-    with engine.connect() as conn:
-        rows = (
-            conn.execute(
-                sa.select(validation_runs.c.record)
-                .order_by(validation_runs.c.started_at.desc())
-                .limit(limit)
-            )
-            .scalars()
-            .all()
-        )
-    return [ValidationRun.model_validate(r) for r in rows]
