@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import threading
 import uuid
 from collections import Counter, defaultdict
@@ -97,6 +98,8 @@ class BatchResult:
     warnings_by_reason: Counter = field(default_factory=Counter)
     rules: dict[str, list] = field(default_factory=dict)  # rule_id → [evaluated, failed, samples]
     docs: dict | None = None  # the redacted GX result, as JSON
+    pid: int = 0  # the process that validated it, and its peak memory so far (MB)
+    peak_rss_mb: float = 0.0
 
 
 class Validator:
@@ -111,6 +114,7 @@ class Validator:
         self.lake = settings.lake
         self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._runner = None  # the GX suite runner, created where batches are validated
+        self.worker_peak_rss_mb: dict[int, float] = {}  # per process that validated batches
         fields = self.contract.field_names
         self._frame_inputs = ["parse_status", *fields]
         self._validated_inputs = ["kafka_topic", "kafka_partition", "kafka_offset", *fields]
@@ -161,6 +165,9 @@ class Validator:
         plans = self.plan(self.batches())
         docs = []
         for plan, result in zip(plans, self._process_all(plans), strict=True):
+            self.worker_peak_rss_mb[result.pid] = max(
+                self.worker_peak_rss_mb.get(result.pid, 0), result.peak_rss_mb
+            )
             self._commit(plan, result)
             _add(run, plan, result)
             if result.docs is not None:
@@ -334,6 +341,9 @@ class Validator:
             result.quarantined_by_reason.update(reasons[i])
         if result.rows_in != result.valid + result.quarantined:  # pragma: no cover - a bug
             raise QualityError(f"batch {plan.name}: counts do not reconcile")
+        from consumers.landing import peak_rss_mb
+
+        result.pid, result.peak_rss_mb = os.getpid(), peak_rss_mb()
         log.info(
             "validated %s batch %s: %d rows in, %d valid, %d quarantined (%d duplicates)",
             self.dataset, plan.name, n, result.valid, result.quarantined, result.duplicates,
