@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     contracts_dir: Path = REPO_ROOT / "schemas"
     expectations_dir: Path = REPO_ROOT / "expectations"
     # Validation reads the raw zone in batches of about this many rows (bounded memory).
-    quality_batch_rows: int = Field(200_000, ge=1000)
+    quality_batch_rows: int = Field(100_000, ge=1000)
     # Processes validating batches side by side (GX itself runs on one core).
     quality_workers: int = Field(2, ge=1, le=32)
     infra_dir: Path = REPO_ROOT / "infra"

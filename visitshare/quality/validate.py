@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 10  # failing-row references kept per rule in the run record
 DLQ_SUFFIX = ".dlq"
+HEAVY = ("kafka_key", "kafka_value", "kafka_headers")  # raw columns only quarantine needs
 RawFiles = list[tuple[int, manifest.RawFile]]  # (manifest id, file)
 
 
@@ -262,9 +263,13 @@ class Validator:
         from visitshare.quality.frame import build_frame
         from visitshare.quality.gxrun import SuiteRunner, redact
 
+        # The bulky original bytes are read only for the rows that end in quarantine.
+        paths = [self.lake / f.path for _, f in plan.files]
+        light = [c for c in pq.read_schema(paths[0]).names if c not in HEAVY]
         raw = pa.concat_tables(
-            [pq.read_table(self.lake / f.path) for _, f in plan.files], promote_options="default"
+            [pq.read_table(p, columns=light) for p in paths], promote_options="default"
         )
+        starts = np.cumsum([0] + [f.row_count for _, f in plan.files])
         n = raw.num_rows
         reasons: list[list[str]] = [[] for _ in range(n)]
         rule_ids: list[list[str]] = [[] for _ in range(n)]
@@ -283,7 +288,7 @@ class Validator:
         is_dlq = pc.ends_with(raw.column("kafka_topic"), DLQ_SUFFIX).to_numpy(zero_copy_only=False)
         dlq_rows = np.flatnonzero(is_dlq)
         if len(dlq_rows):
-            headers = raw.column("kafka_headers").take(pa.array(dlq_rows)).to_pylist()
+            headers = _heavy_rows(paths, starts, dlq_rows, ["kafka_headers"]).column(0).to_pylist()
             why = {
                 int(i): {e["key"]: e["value"] for e in hs or []}.get("dlq_reason", b"unknown")
                 for i, hs in zip(dlq_rows, headers, strict=True)
@@ -332,7 +337,7 @@ class Validator:
         if len(quarantine_rows):
             result.written += self._write_quarantine(
                 plan.name,
-                raw.take(pa.array(quarantine_rows, pa.int64())),
+                _with_heavy(raw, paths, starts, quarantine_rows),
                 [reasons[i] for i in quarantine_rows],
                 [rule_ids[i] for i in quarantine_rows],
             )
@@ -504,6 +509,28 @@ def _add(run: ValidationRun, plan: BatchPlan, result: BatchResult) -> None:
 def _file(zone, path, rows, nbytes, digest, municipality_code=None, month=None) -> dict:
     return {"zone": zone, "path": path, "rows": rows, "bytes": nbytes, "sha256": digest,
             "municipality_code": municipality_code, "month": month}  # fmt: skip
+
+
+def _heavy_rows(paths, starts: np.ndarray, rows: np.ndarray, columns) -> pa.Table:
+    """Some columns of the given batch rows (ascending), reading only the files they are in."""
+    parts = []
+    for k, path in enumerate(paths):
+        local = rows[(rows >= starts[k]) & (rows < starts[k + 1])] - starts[k]
+        if len(local):
+            parts.append(pq.read_table(path, columns=list(columns)).take(pa.array(local)))
+    return pa.concat_tables(parts, promote_options="default")
+
+
+def _with_heavy(raw: pa.Table, paths, starts: np.ndarray, rows: np.ndarray) -> pa.Table:
+    """Whole raw rows (light columns from `raw`, bulky ones from the files), in raw column order."""
+    light = raw.take(pa.array(rows, pa.int64()))
+    heavy = _heavy_rows(paths, starts, rows, HEAVY)
+    schema = pq.read_schema(paths[0])
+    columns = {
+        **{c: light.column(c) for c in light.column_names},
+        **{c: heavy.column(c) for c in heavy.column_names},
+    }
+    return pa.Table.from_arrays([columns[c] for c in schema.names], schema=schema)
 
 
 def _rows(table: pa.Table, rows: np.ndarray) -> pa.Table:
