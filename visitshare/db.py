@@ -54,7 +54,10 @@ def engine_for(settings: Settings) -> Engine:
             else:
                 engine = sa.create_engine(url, pool_pre_ping=True)
             # The modules that define tables, so that create_all knows them all.
-            from visitshare import manifest  # noqa: F401
+            from visitshare import (
+                manifest,  # noqa: F401
+                release,  # noqa: F401
+            )
             from visitshare.quality import records  # noqa: F401
 
             metadata.create_all(engine)

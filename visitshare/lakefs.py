@@ -104,3 +104,11 @@ def remove(path: Path) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write a small text file (report, marker) so that readers see the old or the new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

@@ -75,6 +75,21 @@ class Settings(BaseSettings):
     quality_workers: int = Field(2, ge=1, le=32)
     infra_dir: Path = REPO_ROOT / "infra"
 
+    # Releases (anonymize, join, publish). "production" refuses to run without a pseudonym key;
+    # "embedded" generates one under var/secrets once, with a warning.
+    environment: Literal["embedded", "production"] = "embedded"
+    # The pseudonym key (HMAC-SHA-256), from the environment or a secrets file (raw bytes or
+    # text, at least 32 bytes). Changing it changes every pseudonym: `publish --new-key` only.
+    pseudonym_key: SecretStr | None = None
+    pseudonym_key_file: Path | None = None
+    # Iceberg SQL catalog (SQLAlchemy URL). Unset: SQLite file var/catalog.db.
+    catalog_url: str | None = None
+    # Old releases stay readable (time travel) this long; the latest is always kept.
+    release_retention_days: int = Field(90, ge=1)
+    # Processes building a release's shards side by side.
+    publish_workers: int = Field(2, ge=1, le=32)
+    partners_file: Path = REPO_ROOT / "infra" / "partners.yaml"
+
     @property
     def embedded_broker(self) -> bool:
         """True when we run the broker ourselves (no external bootstrap configured)."""
@@ -115,6 +130,19 @@ class Settings(BaseSettings):
     @property
     def db_url(self) -> str:
         return self.database_url or f"sqlite:///{self.var / 'visitshare.db'}"
+
+    @property
+    def catalog_uri(self) -> str:
+        return self.catalog_url or f"sqlite:///{self.var / 'catalog.db'}"
+
+    @property
+    def warehouse(self) -> Path:
+        """Where the shared Iceberg tables keep their data and metadata files."""
+        return self.lake / "shared"
+
+    @property
+    def secrets_dir(self) -> Path:
+        return self.var / "secrets"
 
     def topic(self, name: str) -> str:
         """The physical topic name for a declared topic."""

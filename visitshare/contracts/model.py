@@ -45,12 +45,18 @@ class _Strict(BaseModel):
 
 
 class Disclosure(_Strict):
-    """What the shared zone does with a field (applied by the anonymization step)."""
+    """What the shared zone does with a field (applied by `visitshare.anonymize`).
+
+    keep · drop · pseudonymize (namespace: fields pseudonymized in the same namespace, such as
+    a household in visits and in incidents, get the same pseudonym) · coarsen (day | month)
+    · cap (values above are set to the cap) · band (value → wider band).
+    """
 
     action: Literal["keep", "drop", "pseudonymize", "coarsen", "cap", "band"]
     coarsen: Literal["day", "month"] | None = None
     cap: int | None = None
     band: dict[str, str] | None = None
+    namespace: str | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -59,8 +65,8 @@ class Disclosure(_Strict):
         if isinstance(value, str):
             return {"action": value}
         if isinstance(value, dict) and "action" not in value and len(value) == 1:
-            (action,) = value
-            return {"action": action, **value}
+            ((action, param),) = value.items()
+            return {"action": action, "namespace" if action == "pseudonymize" else action: param}
         return value
 
 
@@ -125,6 +131,8 @@ class FieldSpec(_Strict):
         if d is not None:
             if d.action == "pseudonymize" and self.pii is not PiiClass.DIRECT_IDENTIFIER:
                 raise ValueError("only direct identifiers are pseudonymized")
+            if d.action == "pseudonymize" and not d.namespace:
+                raise ValueError("pseudonymize needs a namespace, e.g. {pseudonymize: household}")
             if self.pii in (PiiClass.DIRECT_IDENTIFIER, PiiClass.FREE_TEXT) and d.action not in (
                 "drop",
                 "pseudonymize",
@@ -184,6 +192,20 @@ class Contract(_Strict):
         for ref in self.key:
             if not by_name[ref].required or by_name[ref].type is not FieldType.STRING:
                 raise ValueError(f"key field {ref!r} must be a required string")
+        # k-anonymity is computed over the quasi-identifiers that are published: every published
+        # quasi-identifier must be listed, and a listed one must be published.
+        listed = set(self.disclosure.quasi_identifiers)
+        for f in self.fields:
+            published = f.disclosure is None or f.disclosure.action not in ("drop", "pseudonymize")
+            if f.pii is PiiClass.QUASI_IDENTIFIER and published and f.name not in listed:
+                raise ValueError(
+                    f"quasi-identifier {f.name!r} is published but not listed in "
+                    "disclosure.quasi_identifiers"
+                )
+            if f.name in listed and not published:
+                raise ValueError(
+                    f"{f.name!r} is listed in disclosure.quasi_identifiers but is not published"
+                )
         towns = [f for f in self.fields if f.domain is Domain.TOKYO_TOWN]
         if towns and by_name.get("municipality_code", FieldSpec.model_construct()).domain is not (
             Domain.TOKYO_MUNICIPALITY
