@@ -61,14 +61,13 @@ def pseudonymize(values: pa.Array | pa.ChunkedArray, key: bytes, namespace: str)
     """
     values = values.combine_chunks() if isinstance(values, pa.ChunkedArray) else values
     unique = pc.unique(values.drop_null())
-    prefix = namespace.encode() + b":"
-    digests = pa.array(
-        [
-            hmac.new(key, prefix + v.encode(), hashlib.sha256).hexdigest()[:32]
-            for v in unique.to_pylist()
-        ],
-        pa.string(),
-    )
+    keyed = hmac.new(key, namespace.encode() + b":", hashlib.sha256)
+    out = []
+    for v in unique.to_pylist():  # copying the keyed state skips re-keying per value
+        h = keyed.copy()
+        h.update(v.encode())
+        out.append(h.hexdigest()[:32])
+    digests = pa.array(out, pa.string())
     return pc.take(digests, pc.index_in(values, value_set=unique))
 
 
@@ -97,6 +96,15 @@ def shared_quasi_identifiers(contract: Contract) -> list[str]:
     return [shared_name(contract.field(n)) for n in contract.disclosure.quasi_identifiers]
 
 
+def unlinkable(contract: Contract) -> list[str]:
+    """Shared names of the pseudonyms, emptied on rows moved to municipality level."""
+    return [
+        shared_name(f)
+        for f in contract.fields
+        if f.disclosure is not None and f.disclosure.action == "pseudonymize"
+    ]
+
+
 def _rule(f: FieldSpec):
     if f.disclosure is not None:
         return f.disclosure
@@ -107,8 +115,24 @@ def _rule(f: FieldSpec):
     return None  # public, kept as it is
 
 
-def anonymize(table: pa.Table, contract: Contract, key: bytes) -> tuple[pa.Table, FieldReport]:
-    """The shareable form of validated rows. Columns not in the contract are not shared."""
+def pseudonym_columns(table: pa.Table, contract: Contract, key: bytes) -> dict[str, pa.Array]:
+    """Every pseudonymized field of the contract, under its shared name (nothing masked)."""
+    return {
+        shared_name(f): pseudonymize(table.column(f.name), key, f.disclosure.namespace)
+        for f in contract.fields
+        if f.disclosure is not None and f.disclosure.action == "pseudonymize"
+    }
+
+
+def anonymize(
+    table: pa.Table, contract: Contract, key: bytes, pseudonyms: dict[str, pa.Array] | None = None
+) -> tuple[pa.Table, FieldReport]:
+    """The shareable form of validated rows. Columns not in the contract are not shared.
+
+    `pseudonyms`: from `pseudonym_columns` when the caller needs them too (computed here
+    otherwise)."""
+    if pseudonyms is None:
+        pseudonyms = pseudonym_columns(table, contract, key)
     report = FieldReport()
     out: dict[str, pa.ChunkedArray | pa.Array] = {}
     for f in contract.fields:
@@ -123,7 +147,7 @@ def anonymize(table: pa.Table, contract: Contract, key: bytes) -> tuple[pa.Table
         elif d.action == "drop":
             report.dropped.append(f.name)
         elif d.action == "pseudonymize":
-            out[name] = pseudonymize(col, key, d.namespace)
+            out[name] = pseudonyms[name]
             report.pseudonymized.append(f.name)
         elif d.action == "coarsen":
             if d.coarsen == "day":
@@ -132,13 +156,17 @@ def anonymize(table: pa.Table, contract: Contract, key: bytes) -> tuple[pa.Table
                 out[name] = pc.strftime(col, format="%Y-%m")
             report.coarsened.append(f"{f.name} → {d.coarsen}")
         elif d.action == "cap":
-            out[name] = pc.min_element_wise(col, pa.scalar(d.cap, col.type))
+            cap = pa.scalar(d.cap, col.type)  # nulls stay null (unknown is not "the cap")
+            out[name] = pc.if_else(pc.greater(col, cap), cap, col)
             report.capped.append(f"{f.name} ≤ {d.cap}")
         elif d.action == "band":
             keys = pa.array(list(d.band))
             out[name] = pc.take(pa.array(list(d.band.values())), pc.index_in(col, value_set=keys))
             report.banded.append(f.name)
     town = generalizable(contract)
+    # A pseudonym would link a row at municipality level back to the same household's rows
+    # that carry a town (in this table or another): such rows lose their pseudonyms too.
+    pseudonyms = [n for n in unlinkable(contract) if n in out]
     # Sensitive categories: a single value, the row goes to municipality level; in a list, the
     # value is taken out (and counted at municipality level by the aggregates instead).
     for f in contract.fields:
@@ -158,7 +186,8 @@ def anonymize(table: pa.Table, contract: Contract, key: bytes) -> tuple[pa.Table
         elif town is not None and town in out:
             mask = pc.fill_null(pc.is_in(col, value_set=sensitive), False)
             report.municipality_level_rows += pc.sum(mask).as_py() or 0
-            out[town] = pc.if_else(mask, pa.scalar(None, out[town].type), out[town])
+            for name in [town, *pseudonyms]:
+                out[name] = pc.if_else(mask, pa.scalar(None, out[name].type), out[name])
     return pa.table(out), report
 
 
@@ -169,10 +198,15 @@ def _sql(con: duckdb.DuckDBPyConnection, query: str, **tables: pa.Table) -> pa.T
 
 
 def k_anonymize(
-    table: pa.Table, quasi_identifiers: list[str], k: int, generalize: str | None
+    table: pa.Table,
+    quasi_identifiers: list[str],
+    k: int,
+    generalize: str | None,
+    unlink: list[str] = (),
 ) -> tuple[pa.Table, KReport]:
     """Generalize rows in groups smaller than k (empty `generalize`: town → municipality),
-    then suppress the rows still in groups smaller than k."""
+    then suppress the rows still in groups smaller than k. Generalized rows lose the
+    `unlink` columns (pseudonyms), which would tie them back to the household's other rows."""
     report = KReport(k=k, quasi_identifiers=list(quasi_identifiers), rows_in=table.num_rows)
     if not table.num_rows:
         return table, report
@@ -190,6 +224,13 @@ def k_anonymize(
             generalize,
             pc.if_else(small, pa.scalar(None, col.type), col),
         )
+        for name in unlink:
+            c = general.column(name)
+            general = general.set_column(
+                general.schema.get_field_index(name),
+                name,
+                pc.if_else(small, pa.scalar(None, c.type), c),
+            )
     regrouped = _sql(con, f"SELECT *, count(*) OVER (PARTITION BY {qi}) AS _n FROM g", g=general)
     keep = pc.greater_equal(regrouped.column("_n"), k)
     published = regrouped.filter(keep)

@@ -13,6 +13,8 @@ from rich.table import Table
 from consumers.landing import LandingError
 from producers import cli as producer_cli
 from producers.publisher import PublishError
+from visitshare import release_cli
+from visitshare.anonymize import DisclosureError
 from visitshare.broker import BrokerError, EmbeddedBroker, ensure_broker
 from visitshare.console import (
     UserError,
@@ -24,7 +26,10 @@ from visitshare.console import (
     setup_logging,
 )
 from visitshare.contracts import ContractError, ContractRegistry, json_schema
+from visitshare.keys import PseudonymKeyError
+from visitshare.partners import PartnerError
 from visitshare.quality.errors import QualityError, SuiteError
+from visitshare.release import ReleaseError
 from visitshare.settings import Settings
 
 app = typer.Typer(
@@ -46,6 +51,11 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(quarantine_app, name="quarantine")
 app.command()(producer_cli.simulate)
 app.command()(producer_cli.produce)
+app.command()(release_cli.publish)
+app.command()(release_cli.pull)
+app.add_typer(release_cli.releases_app, name="releases")
+app.add_typer(release_cli.db_app, name="db")
+app.add_typer(release_cli.partner_app, name="partner")
 
 
 @app.callback()
@@ -411,7 +421,7 @@ def run(
     ] = 0.01,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 42,
 ) -> None:
-    """The main job: bring up the stack, publish a slice of Tokyo, land it, validate it."""
+    """The main job: bring up the stack, publish a slice of Tokyo, land, validate and release it."""
     from consumers.landing import land, landing_status
     from producers.simulator import SimConfig
     from visitshare.topics import apply_topics
@@ -457,6 +467,13 @@ def run(
 
     for dataset in ("visit_outcome", "incident_report"):
         print_validation_run(run_validation(settings, dataset))
+    from visitshare.release import publish
+
+    released = publish(settings, say=err_console.print)
+    if released is None:
+        console.print("nothing new validated since the latest release: no release made")
+    else:
+        release_cli.print_published(settings, released)
     if status.embedded:
         console.print("the broker keeps running for the next stages; `make down` stops it")
 
@@ -472,6 +489,10 @@ def main() -> None:
         LandingError,
         SuiteError,
         QualityError,
+        ReleaseError,
+        DisclosureError,
+        PseudonymKeyError,
+        PartnerError,
     ) as exc:
         err_console.print(f"[red]error:[/] {exc}")
         sys.exit(1)

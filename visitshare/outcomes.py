@@ -104,6 +104,14 @@ def _incident_metrics(c: Categories, town_level: bool) -> str:
     return ",\n  ".join(cols)
 
 
+def _incident_scope(c: Categories, town_level: bool) -> str:
+    """At town level, sensitive crimes are left out before grouping: a town-month whose only
+    incidents are sensitive must not appear at all (its row would reveal one)."""
+    if not town_level or not c.crimes_sensitive:
+        return ""
+    return f"WHERE crime_type NOT IN ({', '.join(_lit(x) for x in c.crimes_sensitive)})"
+
+
 def outcome_tables(visits: pa.Table, incidents: pa.Table, c: Categories) -> dict[str, pa.Table]:
     """Outcome metrics per municipality × town × month and per municipality × month."""
     con = _con()
@@ -124,7 +132,7 @@ def outcome_tables(visits: pa.Table, incidents: pa.Table, c: Categories) -> dict
         i AS (
           SELECT {k}, strftime(occurred_at, '%Y-%m') AS month,
             {_incident_metrics(c, town_level)}
-          FROM incidents GROUP BY {k}, month)
+          FROM incidents {_incident_scope(c, town_level)} GROUP BY {k}, month)
         SELECT * EXCLUDE (i_keys) FROM (
           SELECT {", ".join(f"coalesce(v.{x}, i.{x}) AS {x}" for x in [*keys, "month"])},
             v.* EXCLUDE ({k}, month), i.* EXCLUDE ({k}, month), 1 AS i_keys
@@ -217,7 +225,9 @@ def _families(columns: list[str]) -> list[tuple[list[str], bool]]:
     incidents = [
         c
         for c in columns
-        if c.startswith("incidents_") and c != "incidents_total" and "per_1000" not in c
+        if c.startswith("incidents_")
+        and c not in ("incidents_total", "incidents_before_90d", "incidents_after_90d")
+        and "per_1000" not in c
     ]
     families: list[tuple[list[str], bool]] = [(incidents, "incidents_total" in columns)]
     for prefix in ("vulnerabilities_", "recommendations_", "materials_", "concerns_"):

@@ -42,8 +42,9 @@ from visitshare.anonymize import (
     anonymize,
     generalizable,
     k_anonymize,
-    shared_name,
+    pseudonym_columns,
     shared_quasi_identifiers,
+    unlinkable,
 )
 from visitshare.contracts import Contract, ContractRegistry
 from visitshare.db import engine_for, metadata
@@ -203,12 +204,11 @@ def _read(settings: Settings, paths: list[str], contract: Contract) -> pa.Table:
     ).combine_chunks()
 
 
-def _police_view(raw: pa.Table, anon: pa.Table, contract: Contract) -> pa.Table:
+def _police_view(raw: pa.Table, pseudonyms: dict[str, pa.Array]) -> pa.Table:
     """Validated rows with their pseudonyms alongside (police zone: outcomes are computed here)."""
     out = raw
-    for f in contract.fields:
-        if f.disclosure is not None and f.disclosure.action == "pseudonymize":
-            out = out.append_column(shared_name(f), anon.column(shared_name(f)))
+    for name, col in pseudonyms.items():
+        out = out.append_column(name, col)
     return out
 
 
@@ -231,14 +231,16 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
     police: dict[str, pa.Table] = {}
     for contract, name in ((cv, "visits"), (ci, "incidents")):
         raw = _read(settings, shard.files[contract.name], contract)
-        anon, frs[contract.name] = anonymize(raw, contract, key)
+        pseudonyms = pseudonym_columns(raw, contract, key)
+        anon, frs[contract.name] = anonymize(raw, contract, key, pseudonyms)
         out[name], krs[contract.name] = k_anonymize(
             anon,
             shared_quasi_identifiers(contract),
             contract.disclosure.k_anonymity,
             generalizable(contract),
+            unlinkable(contract),
         )
-        police[name] = _police_view(raw, anon, contract)
+        police[name] = _police_view(raw, pseudonyms)
     supp: dict[str, SuppressionReport] = {}
     agg = outcome_tables(police["visits"], police["incidents"], cats)
     out["outcomes_town_month"], supp["outcomes_town_month"] = suppress(
@@ -560,3 +562,27 @@ def read_table(settings: Settings, release: sa.Row, name: str, row_filter=None) 
         return shared.read_iceberg(shared.catalog(settings), spec, info["snapshot_id"], row_filter)
     except LookupError as exc:
         raise ReleaseError(f"release {release.id}: {exc}") from None
+
+
+def output_schemas(settings: Settings) -> dict[str, pa.Schema]:
+    """The schema of every shared table under the current contracts (from empty inputs)."""
+    cv, ci = _contracts(settings)
+    empty = {}
+    for contract, name in ((cv, "visits"), (ci, "incidents")):
+        from visitshare.quality.validate import validated_schema
+
+        raw = validated_schema(contract).empty_table()
+        pseudonyms = pseudonym_columns(raw, contract, b"0" * 32)
+        anon, _ = anonymize(raw, contract, b"0" * 32, pseudonyms)
+        empty[name] = _police_view(raw, pseudonyms), anon
+    cats = Categories.from_contracts(cv, ci)
+    pv, pi = empty["visits"][0], empty["incidents"][0]
+    agg = outcome_tables(pv, pi, cats)
+    return {
+        "visits": empty["visits"][1].schema,
+        "incidents": empty["incidents"][1].schema,
+        "outcomes_town_month": agg["town_month"].schema,
+        "outcomes_municipality_month": agg["municipality_month"].schema,
+        "before_after_town": before_after(pv, pi, cats).schema,
+        "repeat_victimization": repeat_victimization(pv, pi).schema,
+    }

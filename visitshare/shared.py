@@ -15,6 +15,7 @@ from enum import StrEnum
 import pyarrow as pa
 import sqlalchemy as sa
 
+from visitshare.db import metadata
 from visitshare.settings import Settings
 
 
@@ -211,3 +212,13 @@ def insert_sql_rows(conn: sa.Connection, table: sa.Table, data: pa.Table, releas
         for r in rows:
             r["release_id"] = release_id
         conn.execute(table.insert(), rows)
+
+
+# Which municipalities each partner role reads at town level ('*': all); filled from
+# infra/partners.yaml by `visitshare db apply`, read by the row-level-security policies.
+partner_scopes = sa.Table(
+    "shared_partner_scopes",
+    metadata,
+    sa.Column("role_name", sa.String(64), primary_key=True),
+    sa.Column("municipality_code", sa.String(8), primary_key=True),
+)

@@ -247,11 +247,6 @@ def test_residents_count_capped(anonymized_visits, contracts):
     assert report.capped == ["residents_count ≤ 5"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cap uses pc.min_element_wise with skip_nulls=True: an unknown residents_count "
-    "(null) is published as the cap value 5",
-)
 def test_unknown_residents_count_stays_unknown(contracts):
     contract = contracts.get("visit_outcome")
     out, _ = anonymize(table(contract, [visit_row(residents_count=None)]), contract, KEY)
@@ -346,11 +341,6 @@ def test_sensitive_crimes_lose_their_town(anonymized_incidents):
     assert report.municipality_level_rows == 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a sensitive incident keeps victim_household_pseudonym; the shared visits carry the "
-    "same pseudonym with the town, so the town emptied by anonymize is recovered by a join",
-)
 def test_sensitive_incident_town_cannot_be_recovered_through_the_household(contracts):
     vc, ic = contracts.get("visit_outcome"), contracts.get("incident_report")
     visits, _ = anonymize(table(vc, [visit_row()]), vc, KEY)
