@@ -78,3 +78,40 @@ def land_values(
     from visitshare.bench.validate import write_raw_files
 
     write_raw_files(settings, topic, partition, values, headers)
+
+
+def validated_zone(settings: Settings, contracts, days: int = 3, seed: int = 5, **sim) -> list:
+    """Simulated events landed (without a broker) and validated; returns the events."""
+    from producers.simulator import SimConfig, Simulator
+    from visitshare.quality.validate import validate
+
+    events = list(Simulator(SimConfig(days=days, seed=seed, **sim), contracts).events())
+    for dataset in ("visit_outcome", "incident_report"):
+        contract = contracts.get(dataset)
+        values = [e.payload for e in events if e.dataset == dataset]
+        land_values(settings, settings.topic(contract.topic), values)
+        validate(settings, dataset)
+    return events
+
+
+def personal_values(events: list, contracts) -> set[str]:
+    """Every direct identifier, free text and coordinate in `events`, as text (≥ 6 chars)."""
+    from visitshare.contracts import PiiClass
+
+    secret: set[str] = set()
+    for dataset in ("visit_outcome", "incident_report"):
+        contract = contracts.get(dataset)
+        personal = [
+            f.name
+            for f in contract.fields
+            if f.pii in (PiiClass.DIRECT_IDENTIFIER, PiiClass.FREE_TEXT)
+        ]
+        personal += ["latitude", "longitude"]
+        for e in events:
+            if e.dataset == dataset and isinstance(e.payload, dict):
+                secret |= {
+                    str(e.payload[k])
+                    for k in personal
+                    if isinstance(e.payload.get(k), str | float) and len(str(e.payload[k])) >= 6
+                }
+    return secret

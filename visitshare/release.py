@@ -465,6 +465,12 @@ def send_pending_notices(settings: Settings) -> list[int]:
         ).all()
     if not pending:
         return []
+    if settings.embedded_broker:
+        from visitshare.broker import EmbeddedBroker
+
+        if not EmbeddedBroker(settings).status().running:
+            log.warning("release notice not sent: the embedded broker is not running")
+            return []
     sent = []
     try:
         producer = kafka.producer(settings)

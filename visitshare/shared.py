@@ -9,6 +9,7 @@ current snapshot before its release row commits.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -129,7 +130,9 @@ def _iceberg_table(cat, spec: SharedTable, schema: pa.Schema):
 def write_iceberg(cat, spec: SharedTable, data: pa.Table, release_id: int) -> int | None:
     """Replace the table's content with `data`; the new snapshot id (None: empty table)."""
     tbl = _iceberg_table(cat, spec, data.schema)
-    tbl.overwrite(data, snapshot_properties={"visitshare.release": str(release_id)})
+    with warnings.catch_warnings():  # "Delete operation did not match any records": empty table
+        warnings.simplefilter("ignore", UserWarning)
+        tbl.overwrite(data, snapshot_properties={"visitshare.release": str(release_id)})
     tbl = cat.load_table(spec.iceberg)
     if not data.num_rows:
         return None
