@@ -14,3 +14,6 @@ VALIDATED = {
     d: Asset(name=f"validated_{d}", uri=f"visitshare://lake/validated/{d}", group="validated")
     for d in DATASETS
 }
+
+# A published release (every shared table at once); the extra carries the release id.
+RELEASED = Asset(name="released_shared_tables", uri="visitshare://shared/releases", group="shared")

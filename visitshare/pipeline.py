@@ -65,3 +65,63 @@ def validate_dataset(dataset: str, settings: Settings | None = None) -> dict:
         run.data_docs,
     )
     return run.summary()
+
+
+# -- release (anonymize → join → publish), one function per DAG task ----------------------------
+def plan_release(settings: Settings | None = None) -> dict:
+    """The plan of the next release as a dict (XCom); no shards when nothing is new."""
+    from visitshare.release import plan
+
+    settings = settings or Settings()
+    p = plan(settings)
+    if p is None:
+        log.info("nothing validated since the latest release: no release")
+        return {"shards": []}
+    log.info(
+        "release plan %s: %d shards, %d validated rows (files up to id %d)",
+        p.token,
+        len(p.shards),
+        sum(s.rows for s in p.shards),
+        p.validated_upto,
+    )
+    return p.model_dump()
+
+
+def build_release_shard(plan: dict, index: int, settings: Settings | None = None) -> dict:
+    from visitshare.release import Plan, build_shard
+
+    settings = settings or Settings()
+    p = Plan.model_validate(plan)
+    result = build_shard(settings, p, index)
+    k = result.k_reports
+    log.info(
+        "shard %d (%s): visits %d rows in, %d suppressed; incidents %d in, %d suppressed; "
+        "staged %d tables",
+        index,
+        ",".join(p.shards[index].municipalities),
+        k["visit_outcome"]["rows_in"],
+        k["visit_outcome"]["suppressed"],
+        k["incident_report"]["rows_in"],
+        k["incident_report"]["suppressed"],
+        len(result.staged),
+    )
+    return result.model_dump()
+
+
+def finalize_release(plan: dict, results: list[dict], settings: Settings | None = None) -> dict:
+    """Publish the release; its summary (id, rows per table, disclosure result)."""
+    from visitshare.release import Plan, ShardResult, finalize
+
+    settings = settings or Settings()
+    p = Plan.model_validate(plan)
+    published = finalize(settings, p, [ShardResult.model_validate(r) for r in results], log.info)
+    summary = {
+        "release_id": published.release_id,
+        "rows": {name: t["rows"] for name, t in published.tables.items()},
+        "disclosure": published.report.result.value,
+        "notice_sent": published.notice_sent,
+    }
+    log.info("published release %d: %s", published.release_id, summary["rows"])
+    for line in published.report.summary_lines():
+        log.info("disclosure: %s", line)
+    return summary

@@ -89,7 +89,6 @@ class ReleaseError(RuntimeError):
 class Shard(BaseModel):
     index: int
     municipalities: list[str]
-    files: dict[str, list[str]]  # dataset → validated file paths (relative to the lake)
     rows: int
 
 
@@ -168,10 +167,8 @@ def plan(settings: Settings, force: bool = False, new_key: bool = False) -> Plan
     if latest is not None and latest.input_fingerprint == fingerprint and not force:
         return None
     rows: dict[str, int] = {}
-    by_muni: dict[str, dict[str, list[str]]] = {}
     for f in files:
         rows[f.municipality_code] = rows.get(f.municipality_code, 0) + f.rows
-        by_muni.setdefault(f.municipality_code, {}).setdefault(f.dataset, []).append(f.path)
     n = min(len(rows), max(1, settings.publish_workers) * 2)
     bins: list[tuple[int, list[str]]] = [(0, []) for _ in range(n)]
     for muni in sorted(rows, key=lambda m: (-rows[m], m)):  # largest first, into the lightest
@@ -179,9 +176,7 @@ def plan(settings: Settings, force: bool = False, new_key: bool = False) -> Plan
         bins[i] = (bins[i][0] + rows[muni], [*bins[i][1], muni])
     shards = []
     for i, (total, munis) in enumerate(bins):
-        munis = sorted(munis)
-        paths = {d: [p for m in munis for p in by_muni[m].get(d, [])] for d in (VISITS, INCIDENTS)}
-        shards.append(Shard(index=i, municipalities=munis, files=paths, rows=total))
+        shards.append(Shard(index=i, municipalities=sorted(munis), rows=total))
     return Plan(
         token=datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
         validated_upto=files[-1].id,
@@ -193,6 +188,25 @@ def plan(settings: Settings, force: bool = False, new_key: bool = False) -> Plan
 
 
 # -- 2. build a shard --------------------------------------------------------------------------
+def _shard_files(settings: Settings, plan_: Plan, shard: Shard, dataset: str) -> list[str]:
+    """The validated files of the shard's municipalities that the plan includes."""
+    with engine_for(settings).connect() as conn:
+        return (
+            conn.execute(
+                sa.select(curated_files.c.path)
+                .where(
+                    curated_files.c.zone == "validated",
+                    curated_files.c.dataset == dataset,
+                    curated_files.c.id <= plan_.validated_upto,
+                    curated_files.c.municipality_code.in_(shard.municipalities),
+                )
+                .order_by(curated_files.c.id)
+            )
+            .scalars()
+            .all()
+        )
+
+
 def _read(settings: Settings, paths: list[str], contract: Contract) -> pa.Table:
     from visitshare.quality.validate import validated_schema
 
@@ -230,7 +244,7 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
     krs: dict[str, KReport] = {}
     police: dict[str, pa.Table] = {}
     for contract, name in ((cv, "visits"), (ci, "incidents")):
-        raw = _read(settings, shard.files[contract.name], contract)
+        raw = _read(settings, _shard_files(settings, plan_, shard, contract.name), contract)
         pseudonyms = pseudonym_columns(raw, contract, key)
         anon, frs[contract.name] = anonymize(raw, contract, key, pseudonyms)
         out[name], krs[contract.name] = k_anonymize(

@@ -60,3 +60,21 @@ def test_ingest_dag_lands_both_datasets_and_records_asset_events(kafka_settings,
     dlq = kafka_settings.topic("visits.outcomes.v1.dlq")
     assert valid + quarantined == landed[visits_topic] + landed.get(dlq, 0)
     assert valid == published.delivered[visits_topic]
+
+    # ... and publishes a release of what it validated (mapped shards, then finalize).
+    from visitshare.release import get_release, read_table
+
+    rel = get_release(kafka_settings, "latest")
+    assert rel.id == 1 and rel.notice_sent
+    assert rel.disclosure["datasets"][0]["rows_in"] == valid
+    assert read_table(kafka_settings, rel, "visits").num_rows == rel.tables["visits"]["rows"]
+    released = db.execute(
+        "select e.extra from asset_event e join asset a on a.id = e.asset_id "
+        "where a.name = 'released_shared_tables'"
+    ).fetchall()
+    assert [json.loads(x)["release_id"] for (x,) in released] == [1]
+    mapped = db.execute(
+        "select count(*) from task_instance where task_id = 'build_release_shard' "
+        "and map_index >= 0 and state = 'success'"
+    ).fetchone()[0]
+    assert mapped >= 1

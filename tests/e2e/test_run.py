@@ -44,5 +44,10 @@ def test_run_brings_up_the_stack_publishes_and_summarizes(isolated_env, monkeypa
         rows_in, valid, quarantined = (int(g.replace(",", "")) for g in validated.groups())
         assert rows_in == published + dlq == valid + quarantined and quarantined >= dlq > 0
         assert "Data Docs:" in out.stdout and "index.html" in out.stdout
+        # ... and ends with a published release: id, rows per table, disclosure summary
+        visits = int(re.search(r"│ visits\s+│\s+([\d,]+)", out.stdout).group(1).replace(",", ""))
+        assert "Release 1" in out.stdout and 0 < visits <= valid
+        assert re.search(r"privacy checks: (\d+)/\1 passed", out.stdout)
+        assert "disclosure.html" in out.stdout and "visitshare pull --partner" in out.stdout
     finally:
         EmbeddedBroker(settings).stop()
