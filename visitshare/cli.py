@@ -408,6 +408,24 @@ def bench_validate(
     console.print(result.result_line())
 
 
+@bench_app.command("publish")
+def bench_publish(
+    ctx: typer.Context,
+    days: Annotated[
+        int, typer.Option(help="Days of Tokyo in the validated zone (365: ~2M visits).", min=1)
+    ] = 365,
+    rounds: Annotated[int, typer.Option(help="Alternating rounds (best of).", min=1)] = 2,
+) -> None:
+    """Anonymize + join + release vs a copy floor (target: ≤ 3 × the floor, peak RSS ≤ 4 GB)."""
+    from visitshare.bench import publish as bench
+    from visitshare.bench import write_result
+
+    result = bench.run(ctx.obj, days=days, rounds=rounds, say=err_console.print)
+    path = write_result(ctx.obj, result)
+    console.print(f"written {path}")
+    console.print(result.result_line())
+
+
 # -- the main job ---------------------------------------------------------------------------
 @app.command()
 def run(

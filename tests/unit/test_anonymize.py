@@ -453,6 +453,18 @@ def test_k_anonymize_generalizes_then_suppresses():
     assert sorted(groups.values()) == [5, 6]
 
 
+def test_k_anonymize_generalized_rows_lose_their_pseudonyms():
+    # A pseudonym on a row moved to municipality level would tie it back to the same
+    # household's rows that keep a town: generalized rows lose it, others keep it.
+    rows = [{**r, "household_pseudonym": f"p-{r['row']}"} for r in _k_rows()]
+    t = pa.Table.from_pylist(rows)
+    out, _ = k_anonymize(t, QI, 5, "town", ["household_pseudonym"])
+    by_row = {r["row"]: r for r in out.to_pylist()}
+    assert all(by_row[f"西新宿{i}"]["household_pseudonym"] == f"p-西新宿{i}" for i in range(6))
+    generalized = [r for r in by_row.values() if r["town"] is None]
+    assert len(generalized) == 5 and all(r["household_pseudonym"] is None for r in generalized)
+
+
 def test_k_anonymize_without_generalization_and_with_nothing_left():
     t = pa.Table.from_pylist(_k_rows())
     out, report = k_anonymize(t, QI, 5, None)

@@ -105,3 +105,14 @@ def write_result(settings: Settings, result: BenchResult) -> Path:
         json.dumps(result.as_dict(machine_info(settings)), indent=2, ensure_ascii=False)
     )
     return path
+
+
+def run_child(module: str, *args: str) -> dict:
+    """Run `python -m <module> <args>` (a measured step in a fresh process); its last line's JSON."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{module} {args[0]} failed ({out.returncode}): {out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -14,13 +14,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-from visitshare.bench import BenchResult, now_iso
+from visitshare.bench import BenchResult, now_iso, run_child
 from visitshare.settings import Settings
 
 RAW_FILE_ROWS = 100_000
@@ -162,11 +161,7 @@ def _child(kind: str, home: str) -> dict:
 
 
 def _run_child(kind: str, home: Path) -> dict:
-    cmd = [sys.executable, "-m", "visitshare.bench.validate", kind, str(home)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"{kind} child failed ({out.returncode}): {out.stderr[-3000:]}")
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return run_child("visitshare.bench.validate", kind, str(home))
 
 
 def run(settings: Settings, days: int = 365, say: Callable[[str], None] = print) -> BenchResult:
