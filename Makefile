@@ -27,14 +27,14 @@ lint: $(STAMP) ## Ruff: lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-up: $(STAMP) ## Start the embedded broker and create the topics
-	$(BIN)/visitshare broker start
+up: $(STAMP) ## Start the embedded stack in the background: broker, landing service, Airflow
+	$(BIN)/visitshare up
 
 down: $(STAMP) ## Stop what `up` started (only our own processes)
-	$(BIN)/visitshare broker stop
+	$(BIN)/visitshare down
 
 clean: ## Stop the broker, remove ./var and the virtualenv
-	-@test -x $(BIN)/visitshare && $(BIN)/visitshare broker stop
+	-@test -x $(BIN)/visitshare && $(BIN)/visitshare down
 	rm -rf var $(VENV) .pytest_cache .ruff_cache
 
 lock: ## Re-resolve dependencies and rewrite constraints.txt

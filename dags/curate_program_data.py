@@ -1,7 +1,9 @@
 """
 ### Curate programme data
 
-Runs when new raw data has landed (scheduled on the `raw_*` assets of `ingest_events`).
+Runs when new raw data has landed: scheduled on the `raw_*` assets of `ingest_events` and on
+`landed_events`, which the triggerer updates when the landing service (`visitshare up`) has
+committed raw files that wait for validation (no one triggers anything).
 
 **Validate** (this part): for each dataset, the raw files landed since the last run are checked
 against the data contract and the Great Expectations suite in `expectations/`. Valid rows go
@@ -31,12 +33,12 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Metadata, dag, task
 
-from visitshare.assets import DATASETS, RAW, RELEASED, VALIDATED
+from visitshare.assets import DATASETS, LANDED, RAW, RELEASED, VALIDATED
 
 
 @dag(
     dag_id="curate_program_data",
-    schedule=(RAW["visit_outcome"] | RAW["incident_report"]),
+    schedule=(RAW["visit_outcome"] | RAW["incident_report"] | LANDED),
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,

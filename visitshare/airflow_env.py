@@ -62,6 +62,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
             f"sqlite:///{home / 'airflow.db'}?timeout={SQLITE_BUSY_TIMEOUT_S}"
         ),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        # The DAGs are the product: they run as soon as the scheduler sees them.
+        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
         # Airflow 3 ships no SequentialExecutor; LocalExecutor is the core default and 3.3
         # runs it on SQLite (there is no SQLite check any more). It forks `parallelism` workers.
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",

@@ -175,20 +175,29 @@ def anonymize(
         col = out[shared_name(f)]
         sensitive = pa.array(f.sensitive_values)
         if f.type is FieldType.ARRAY:
-            lists = col.to_pylist()
-            kept = [
-                None if v is None else [x for x in v if x not in f.sensitive_values] for v in lists
-            ]
-            report.sensitive_values_removed += sum(
-                len(a) - len(b) for a, b in zip(lists, kept, strict=True) if a
-            )
-            out[shared_name(f)] = pa.array(kept, col.type)
+            kept, removed = _remove_values(col, sensitive)
+            report.sensitive_values_removed += removed
+            out[shared_name(f)] = kept
         elif town is not None and town in out:
             mask = pc.fill_null(pc.is_in(col, value_set=sensitive), False)
             report.municipality_level_rows += pc.sum(mask).as_py() or 0
             for name in [town, *pseudonyms]:
                 out[name] = pc.if_else(mask, pa.scalar(None, out[name].type), out[name])
     return pa.table(out), report
+
+
+def _remove_values(col: pa.ChunkedArray | pa.Array, values: pa.Array) -> tuple[pa.Array, int]:
+    """A list column without the given items (null lists stay null); how many were removed."""
+    lists = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    flat = pc.list_flatten(lists)
+    keep = pc.invert(pc.fill_null(pc.is_in(flat, value_set=values), False))
+    parents = pc.list_parent_indices(lists).filter(keep).to_numpy()
+    counts = np.bincount(parents, minlength=len(lists))
+    offsets = pa.array(np.concatenate([[0], np.cumsum(counts)]).astype(np.int32))
+    kept = pa.ListArray.from_arrays(
+        offsets, flat.filter(keep), type=lists.type, mask=pc.is_null(lists)
+    )
+    return kept, len(flat) - int(pc.sum(keep).as_py() or 0)
 
 
 def _sql(con: duckdb.DuckDBPyConnection, query: str, **tables: pa.Table) -> pa.Table:

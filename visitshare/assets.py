@@ -5,7 +5,9 @@ Plain constants (no I/O, no heavy imports) so that DAG files can import them at 
 
 from __future__ import annotations
 
-from airflow.sdk import Asset
+from airflow.sdk import Asset, AssetWatcher
+
+from visitshare.triggers import LandedFilesTrigger
 
 DATASETS = ("visit_outcome", "incident_report")
 
@@ -17,3 +19,12 @@ VALIDATED = {
 
 # A published release (every shared table at once); the extra carries the release id.
 RELEASED = Asset(name="released_shared_tables", uri="visitshare://shared/releases", group="shared")
+
+# Updated by the triggerer whenever the landing service (`visitshare up`) has committed raw
+# files that wait for validation: the curate DAG runs without anyone triggering it.
+LANDED = Asset(
+    name="landed_events",
+    uri="visitshare://lake/raw/landed",
+    group="raw",
+    watchers=[AssetWatcher(name="landing_manifest_watcher", trigger=LandedFilesTrigger())],
+)

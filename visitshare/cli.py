@@ -27,6 +27,7 @@ from visitshare.console import (
 )
 from visitshare.contracts import ContractError, ContractRegistry, json_schema
 from visitshare.keys import PseudonymKeyError
+from visitshare.orchestrate import PipelineError
 from visitshare.partners import PartnerError
 from visitshare.quality.errors import QualityError, SuiteError
 from visitshare.release import ReleaseError
@@ -426,6 +427,47 @@ def bench_publish(
     console.print(result.result_line())
 
 
+@bench_app.command("freshness")
+def bench_freshness(
+    ctx: typer.Context,
+    events: Annotated[int, typer.Option(help="Events to follow to a release.", min=1)] = 20,
+    interval: Annotated[float, typer.Option(help="Seconds between publishes.", min=0.1)] = 3.0,
+) -> None:
+    """Publish → release latency with the stack up (target: p50 ≤ 60 s = 0.2 × 300 s)."""
+    from visitshare.bench import freshness as bench
+    from visitshare.bench import write_result
+
+    result = bench.run(ctx.obj, events=events, interval_s=interval, say=err_console.print)
+    path = write_result(ctx.obj, result)
+    console.print(f"written {path}; p50 {result.extra['p50_s']} s, p95 {result.extra['p95_s']} s")
+    console.print(result.result_line())
+
+
+@bench_app.command("all")
+def bench_all(ctx: typer.Context) -> None:
+    """Every benchmark at its default size, one after another; var/bench/all.json and all.md."""
+    from visitshare.bench import freshness, land, produce, write_result, write_suite
+    from visitshare.bench import publish as bench_pub
+    from visitshare.bench import validate as bench_val
+
+    settings: Settings = ctx.obj
+    say = err_console.print
+    results = []
+    for run_one in (
+        lambda: produce.run(settings, say=say),
+        lambda: land.run(settings, say=say),
+        lambda: bench_val.run(settings, say=say),
+        lambda: bench_pub.run(settings, say=say),
+        lambda: freshness.run(settings, say=say),
+    ):
+        result = run_one()
+        write_result(settings, result)
+        console.print(result.result_line())
+        results.append(result)
+    j, m = write_suite(settings, results)
+    console.print(f"written {j} and {m}")
+
+
 # -- the main job ---------------------------------------------------------------------------
 @app.command()
 def run(
@@ -438,10 +480,16 @@ def run(
         float, typer.Option(help="Share of malformed events.", min=0.0, max=1.0)
     ] = 0.01,
     seed: Annotated[int, typer.Option(help="Simulation seed.")] = 42,
+    timeout: Annotated[
+        int, typer.Option(help="Seconds to wait for Airflow to release it all.", min=30)
+    ] = 900,
 ) -> None:
-    """The main job: bring up the stack, publish a slice of Tokyo, land, validate and release it."""
-    from consumers.landing import land, landing_status
+    """The main job: publish a slice of Tokyo; Airflow lands, validates and releases it."""
+    from datetime import UTC, datetime
+
+    from consumers.landing import landing_status
     from producers.simulator import SimConfig
+    from visitshare.orchestrate import run_pipeline
     from visitshare.topics import apply_topics
 
     settings: Settings = ctx.obj
@@ -456,44 +504,96 @@ def run(
     backlog: dict[str, int] = {}
     for p in landing_status(settings):
         backlog[p.topic] = backlog.get(p.topic, 0) + (p.lag or 0)
+    since = datetime.now(UTC).replace(microsecond=0)
     published = producer_cli.publish_simulation(settings, config)
     print_publish_report(published)
-    landed = land(settings)
-    print_land_report(landed)
     sent = dict(published.delivered)
     for (topic, _), n in published.dead_lettered.items():
         sent[topic] = sent.get(topic, 0) + n
-    table = Table(title="Reconciliation: published → landed", title_justify="left")
-    for col in ("topic", "published", "earlier backlog", "landed", ""):
-        table.add_column(col, justify="left" if col == "topic" else "right")
-    ok = True
-    for topic, rows in landed.rows_by_topic().items():
-        expected = sent.get(topic, 0) + backlog.get(topic, 0)
-        ok &= rows == expected
-        mark = "[green]✓[/]" if rows == expected else "[red]✗[/]"
-        table.add_row(
-            topic, f"{sent.get(topic, 0):,}", f"{backlog.get(topic, 0):,}", f"{rows:,}", mark
-        )
-    console.print(table)
+    expected = {t: sent.get(t, 0) + backlog.get(t, 0) for t in {*sent, *backlog}}
+    outcome = run_pipeline(settings, expected, since, timeout, say=err_console.print)
+    print_run_summary(settings, sent, backlog, outcome)
     if published.outbox_pending:
         console.print(
-            "[yellow]events in the outbox are not on the topics yet: they land after `visitshare outbox flush`[/]"
+            "[yellow]events in the outbox are not on the topics yet: they land after "
+            "`visitshare outbox flush`[/]"
         )
-    if not ok:
-        raise UserError("landed counts do not reconcile with published counts (see the table)")
-    from visitshare.quality.validate import validate as run_validation
-
-    for dataset in ("visit_outcome", "incident_report"):
-        print_validation_run(run_validation(settings, dataset))
-    from visitshare.release import publish
-
-    released = publish(settings, say=err_console.print)
-    if released is None:
-        console.print("nothing new validated since the latest release: no release made")
-    else:
-        release_cli.print_published(settings, released)
     if status.embedded:
-        console.print("the broker keeps running for the next stages; `make down` stops it")
+        console.print("the broker keeps running; `make down` stops it")
+
+
+def print_run_summary(settings: Settings, sent: dict, backlog: dict, outcome) -> None:
+    """From topic to release, per dataset; where the outputs are; how a ward pulls its view."""
+    contracts = ContractRegistry.load(settings.contracts_dir)
+    rel = outcome.release
+    released = {d["dataset"]: d["rows_published"] for d in rel.disclosure["datasets"]}
+    table = Table(title="From topic to release", title_justify="left")
+    for col in ("dataset", "published", "+ DLQ", "earlier backlog", "landed", "valid",
+                "quarantined", "released", ""):  # fmt: skip
+        table.add_column(col, justify="left" if col == "dataset" else "right")
+    ok = True
+    for c in contracts:
+        topic, dlq = settings.topic(c.topic), settings.topic(c.topic) + ".dlq"
+        out = sent.get(topic, 0) + sent.get(dlq, 0)
+        before = backlog.get(topic, 0) + backlog.get(dlq, 0)
+        landed = outcome.landed.get(topic, 0) + outcome.landed.get(dlq, 0)
+        v = outcome.validation.get(c.name, {"rows_in": 0, "valid": 0, "quarantined": 0})
+        good = landed == out + before and v["rows_in"] == v["valid"] + v["quarantined"] == landed
+        ok &= good
+        table.add_row(
+            c.name, f"{sent.get(topic, 0):,}", f"{sent.get(dlq, 0):,}", f"{before:,}",
+            f"{landed:,}", f"{v['valid']:,}", f"{v['quarantined']:,}",
+            f"{released.get(c.name, 0):,}", "[green]✓[/]" if good else "[red]✗[/]",
+        )  # fmt: skip
+    console.print(table)
+    console.print(
+        "released = rows in the shared record-level table after k-anonymity (all valid rows "
+        "count in the aggregated outcomes)"
+    )
+    runs = ", ".join(f"{d} {t} {s}" for d, t, s in outcome.dag_runs)
+    console.print(f"[bold]Airflow runs[/]: {runs}")
+    rows = ", ".join(f"{n} {t['rows']:,}" for n, t in rel.tables.items())
+    console.print(f"[bold]Release {rel.id}[/] ({rel.disclosure['result']}): {rows}")
+    from visitshare.disclosure import DisclosureReport
+    from visitshare.release import release_dir
+
+    for line in DisclosureReport.model_validate(rel.disclosure).summary_lines():
+        console.print(f"  {line}")
+    docs = next((v["data_docs"] for v in outcome.validation.values() if v.get("data_docs")), None)
+    console.print(f"Data Docs: {docs or settings.reports_dir / 'data_docs' / 'index.html'}")
+    console.print(f"disclosure report: {release_dir(settings, rel.id) / 'disclosure.html'}")
+    console.print(
+        f"shared tables: Iceberg catalog {settings.catalog_uri} (data under "
+        f"{settings.warehouse}); SQL tables in {settings.db_url}"
+    )
+    console.print(
+        f"a ward pulls its view: .venv/bin/visitshare pull --partner shinjuku --release "
+        f"{rel.id} --format csv"
+    )
+    if not ok:
+        raise UserError("counts do not reconcile from topic to release (see the table)")
+
+
+@app.command()
+def up(ctx: typer.Context) -> None:
+    """Start the embedded stack in the background: broker, landing service, Airflow."""
+    from visitshare import stack
+
+    settings: Settings = ctx.obj
+    stack.up(settings, say=console.print)
+    stack.wait_for_api(settings)
+    console.print(
+        "up: events published now (`visitshare simulate --publish`) reach a release without "
+        "anyone triggering a DAG; Airflow UI http://127.0.0.1:8080; `visitshare down` stops all"
+    )
+
+
+@app.command()
+def down(ctx: typer.Context) -> None:
+    """Stop what `up` started (only our own processes), and the embedded broker."""
+    from visitshare import stack
+
+    stack.down(ctx.obj, say=console.print)
 
 
 def main() -> None:
@@ -511,6 +611,7 @@ def main() -> None:
         DisclosureError,
         PseudonymKeyError,
         PartnerError,
+        PipelineError,
     ) as exc:
         err_console.print(f"[red]error:[/] {exc}")
         sys.exit(1)

@@ -240,10 +240,11 @@ def check_no_identifiers(tables: dict[str, pa.Table], patterns: dict[str, str]) 
     hits = []
     for tname, t in tables.items():
         for cname, col in _string_columns(t):
+            distinct = pc.unique(col)  # low cardinality mostly: test each value once
             for field, pattern in patterns.items():
-                n = pc.sum(pc.match_substring_regex(col, pattern)).as_py() or 0
+                n = pc.sum(pc.match_substring_regex(distinct, pattern)).as_py() or 0
                 if n:
-                    hits.append(f"{tname}.{cname} ({n} values shaped like {field})")
+                    hits.append(f"{tname}.{cname} ({n} distinct values shaped like {field})")
     return Check(
         name="no direct identifiers",
         result=Result.FAILED if hits else Result.PASSED,

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from visitshare.db import metadata
+
+if TYPE_CHECKING:
+    from visitshare.settings import Settings
 
 raw_files = sa.Table(
     "raw_files",
@@ -174,3 +178,68 @@ def landed_paths(engine: Engine, topic: str, partition: int) -> set[str]:
 def gaps(engine: Engine) -> list[dict]:
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(sa.select(landing_gaps)).mappings()]
+
+
+# What the landing watcher (visitshare.triggers) last signalled to Airflow.
+landing_signals = sa.Table(
+    "landing_signals",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("raw_file_id", sa.Integer, nullable=False),
+)
+
+
+def pending_raw_files(settings: Settings, name: str, record: bool = True) -> dict[str, Any] | None:
+    """Raw event files that validation has not taken yet, or None.
+
+    `record`: only files newer than the last signal of `name`, and this one is recorded (the
+    landing watcher); otherwise all of them, nothing recorded.
+    """
+    from visitshare.contracts import ContractRegistry
+    from visitshare.db import engine_for
+    from visitshare.quality.records import validated_raw_files
+
+    topics = [
+        settings.topic(c.topic) + suffix
+        for c in ContractRegistry.load(settings.contracts_dir)
+        for suffix in ("", ".dlq")
+    ]
+    engine = engine_for(settings)
+    with engine.begin() as conn:
+        signalled = 0
+        if record:
+            signalled = (
+                conn.execute(
+                    sa.select(landing_signals.c.raw_file_id).where(landing_signals.c.name == name)
+                ).scalar()
+                or 0
+            )
+        unvalidated = (
+            sa.select(
+                sa.func.count(), sa.func.max(raw_files.c.id), sa.func.sum(raw_files.c.row_count)
+            )
+            .select_from(
+                raw_files.outerjoin(
+                    validated_raw_files, validated_raw_files.c.raw_file_id == raw_files.c.id
+                )
+            )
+            .where(
+                validated_raw_files.c.raw_file_id.is_(None),
+                raw_files.c.id > signalled,
+                raw_files.c.topic.in_(topics),
+            )
+        )
+        files, newest, rows = conn.execute(unvalidated).one()
+        if not files:
+            return None
+        if not record:
+            pass
+        elif signalled:
+            conn.execute(
+                landing_signals.update()
+                .where(landing_signals.c.name == name)
+                .values(raw_file_id=newest)
+            )
+        else:
+            conn.execute(landing_signals.insert().values(name=name, raw_file_id=newest))
+    return {"raw_files": files, "rows": int(rows or 0), "up_to_raw_file_id": newest}

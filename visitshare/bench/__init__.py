@@ -116,3 +116,30 @@ def run_child(module: str, *args: str) -> dict:
     if out.returncode != 0:
         raise RuntimeError(f"{module} {args[0]} failed ({out.returncode}): {out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def write_suite(settings: Settings, results: list[BenchResult]) -> tuple[Path, Path]:
+    """`var/bench/all.json` and `all.md`: every result beside its baseline and ratio."""
+    machine = machine_info(settings)
+    data = {"machine": machine, "results": [r.as_dict(machine) for r in results]}
+    settings.bench_dir.mkdir(parents=True, exist_ok=True)
+    j, m = settings.bench_dir / "all.json", settings.bench_dir / "all.md"
+    j.write_text(json.dumps(data, indent=2, ensure_ascii=False))
+    lines = [
+        "# visit-share benchmarks",
+        "",
+        f"Machine: {machine['cpus']} CPUs ({machine['cpu_model']}), {machine['memory_gb']} GB, "
+        f"Python {machine['python']}, {machine['platform']}; broker: {machine['broker']}.",
+        "",
+        "| benchmark | unit | ours | baseline | ratio | target | result | peak RSS MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | --- | ---: |",
+    ]
+    for r in results:
+        op = "≥" if r.higher_is_better else "≤"
+        lines.append(
+            f"| {r.name} | {r.unit} | {r.ours:.6g} | {r.baseline:.6g} | {r.ratio:.3f} | "
+            f"{op} {r.target} | {'PASS' if r.meets_target else 'MISS'} | {r.peak_rss_mb:.0f} |"
+        )
+    lines += ["", "Baselines:", ""] + [f"- {r.name}: {r.baseline_desc}" for r in results]
+    m.write_text("\n".join(lines) + "\n")
+    return j, m

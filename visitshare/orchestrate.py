@@ -1,0 +1,189 @@
+"""`make run` through Airflow: the DAGs do the work, chained by Assets, not by this module.
+
+This module only starts Airflow's services (unless `visitshare up` runs them), triggers
+`ingest_events` once (unless the landing service of `visitshare up` lands continuously),
+waits until the pipeline has caught up with what was published, and reads the outcome from
+the project's own records (manifest, validation runs, releases) for the summary.
+Airflow's scheduler does the rest: `ingest_events` emits the `raw_*` assets, which schedule
+`curate_program_data` (validate → plan → mapped shard builds → release).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from visitshare import stack
+from visitshare.airflow_env import VENV_BIN, airflow_env, airflow_home
+from visitshare.db import engine_for
+from visitshare.settings import Settings
+
+DAGS = ("ingest_events", "curate_program_data")
+
+
+class PipelineError(RuntimeError):
+    """The pipeline did not finish under Airflow (a failed task, or a timeout)."""
+
+
+@dataclass
+class Outcome:
+    landed: dict[str, int] = field(default_factory=dict)  # topic → rows landed since start
+    validation: dict[str, dict] = field(default_factory=dict)  # dataset → summed counts
+    release: object | None = None  # the releases row
+    dag_runs: list[tuple[str, str, str]] = field(default_factory=list)  # dag, run_type, state
+
+
+def _airflow_db(settings: Settings) -> sqlite3.Connection:
+    path = airflow_home(settings) / "airflow.db"
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+
+
+def _dag_runs(settings: Settings, since: datetime) -> list[tuple[str, str, str]]:
+    with _airflow_db(settings) as db:
+        rows = db.execute(
+            "select dag_id, run_type, state, run_id from dag_run where dag_id in (?, ?) "
+            "and run_after >= ? order by id",
+            (*DAGS, since.strftime("%Y-%m-%d %H:%M:%S")),
+        ).fetchall()
+    return [(d, t, s) for d, t, s, _ in rows]
+
+
+def _parsed(settings: Settings) -> bool:
+    try:
+        with _airflow_db(settings) as db:
+            found = {
+                r[0] for r in db.execute("select dag_id from dag where dag_id in (?, ?)", DAGS)
+            }
+    except sqlite3.Error:
+        return False
+    return found == set(DAGS)
+
+
+def wait_until_parsed(settings: Settings, timeout_s: float) -> None:
+    """Until the DAG processor has serialized our DAGs (the scheduler can run them)."""
+    deadline = time.monotonic() + timeout_s
+    while not _parsed(settings):
+        if time.monotonic() > deadline:
+            raise PipelineError(
+                f"Airflow did not parse the DAGs in time; see {stack.log_path(settings, 'dag-processor')}"
+            )
+        time.sleep(1)
+
+
+def _failed_tasks(settings: Settings, since: datetime) -> list[str]:
+    with _airflow_db(settings) as db:
+        rows = db.execute(
+            "select ti.dag_id, ti.task_id, ti.run_id from task_instance ti join dag_run r "
+            "on r.dag_id = ti.dag_id and r.run_id = ti.run_id where ti.state = 'failed' "
+            "and r.run_after >= ?",
+            (since.strftime("%Y-%m-%d %H:%M:%S"),),
+        ).fetchall()
+    return [f"{d}.{t} ({r})" for d, t, r in rows]
+
+
+def _caught_up(settings: Settings, expected: dict[str, int], since: datetime) -> bool:
+    """Everything published landed, every landed event file validated, and released."""
+    from visitshare.manifest import pending_raw_files, raw_files
+    from visitshare.quality.records import curated_files
+    from visitshare.release import latest_release
+
+    engine = engine_for(settings)
+    with engine.connect() as conn:
+        landed = dict(
+            conn.execute(
+                sa.select(raw_files.c.topic, sa.func.sum(raw_files.c.row_count))
+                .where(raw_files.c.landed_at >= since)
+                .group_by(raw_files.c.topic)
+            ).all()
+        )
+        newest_validated = conn.execute(
+            sa.select(sa.func.max(curated_files.c.id)).where(curated_files.c.zone == "validated")
+        ).scalar()
+        latest = latest_release(conn)
+    if any(landed.get(t, 0) < n for t, n in expected.items()):
+        return False
+    if pending_raw_files(settings, "make-run", record=False):
+        return False
+    return latest is not None and latest.validated_upto >= (newest_validated or 0)
+
+
+def _airflow(settings: Settings, *args: str) -> None:
+    out = subprocess.run(
+        [str(VENV_BIN / "airflow"), *args],
+        env=airflow_env(settings),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if out.returncode != 0:
+        raise PipelineError(f"`airflow {' '.join(args)}` failed: {out.stderr[-2000:]}")
+
+
+def run_pipeline(
+    settings: Settings,
+    expected: dict[str, int],
+    since: datetime,
+    timeout_s: float = 900.0,
+    say: Callable[[str], None] = print,
+) -> Outcome:
+    """Let Airflow land, validate and release what was published; wait; report."""
+    landing_service = stack.running(settings).get("landing") is not None
+    started = stack.up(settings, landing=False, say=say)
+    ours = [name for name, state in started.items() if state == "started"]
+    try:
+        stack.wait_for_api(settings)
+        deadline = time.monotonic() + timeout_s
+        wait_until_parsed(settings, timeout_s)
+        if landing_service:
+            say("the landing service of `visitshare up` lands; the curate DAG follows its assets")
+        else:
+            say("triggering ingest_events; curate_program_data follows on its assets")
+            _airflow(settings, "dags", "trigger", "ingest_events")
+        while not _caught_up(settings, expected, since):
+            failed = _failed_tasks(settings, since)
+            if failed:
+                raise PipelineError(
+                    f"Airflow tasks failed: {', '.join(failed)}; logs under "
+                    f"{airflow_home(settings) / 'logs'}"
+                )
+            if time.monotonic() > deadline:
+                raise PipelineError(f"the pipeline did not catch up within {timeout_s:.0f} s")
+            time.sleep(2)
+        return _outcome(settings, since)
+    finally:
+        for name in reversed(ours):
+            stack.stop_service(settings, name)
+
+
+def _outcome(settings: Settings, since: datetime) -> Outcome:
+    from visitshare.manifest import raw_files
+    from visitshare.quality.records import validation_runs
+    from visitshare.release import latest_release
+
+    out = Outcome(dag_runs=_dag_runs(settings, since))
+    with engine_for(settings).connect() as conn:
+        out.landed = dict(
+            conn.execute(
+                sa.select(raw_files.c.topic, sa.func.sum(raw_files.c.row_count))
+                .where(raw_files.c.landed_at >= since)
+                .group_by(raw_files.c.topic)
+            ).all()
+        )
+        for r in conn.execute(
+            sa.select(validation_runs).where(validation_runs.c.started_at >= since)
+        ):
+            v = out.validation.setdefault(
+                r.dataset, {"rows_in": 0, "valid": 0, "quarantined": 0, "data_docs": None}
+            )
+            v["rows_in"] += r.rows_in
+            v["valid"] += r.valid
+            v["quarantined"] += r.quarantined
+            v["data_docs"] = r.record.get("data_docs") or v["data_docs"]
+        out.release = latest_release(conn)
+    return out
