@@ -24,10 +24,10 @@ VENV_BIN = Path(sys.executable).parent
 # CLI all write to the same file.
 SQLITE_BUSY_TIMEOUT_S = 30
 
-# Where `airflow api-server` listens. Under an executor (scheduler or `dags test
-# --use-executor`) task processes report to its Execution API; plain `dags test` needs no server.
+# Where `airflow api-server` listens (port: VISITSHARE_AIRFLOW_API_PORT). Under an executor
+# (scheduler or `dags test --use-executor`) task processes report to its Execution API;
+# plain `dags test` needs no server.
 API_HOST = "127.0.0.1"
-API_PORT = 8080
 
 # Harmless warnings Airflow 3.3 prints on each `airflow dags ...` / `api-server` start: graphviz
 # is optional (only `dags show` draws), and the deprecated httpx test client is fastapi's own.
@@ -74,8 +74,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
         # Loopback only, like the embedded broker (the default 0.0.0.0 would expose the UI).
         "AIRFLOW__API__HOST": API_HOST,
-        "AIRFLOW__API__PORT": str(API_PORT),
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://{API_HOST}:{API_PORT}/execution/",
+        "AIRFLOW__API__PORT": str(settings.airflow_api_port),
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": (
+            f"http://{API_HOST}:{settings.airflow_api_port}/execution/"
+        ),
         # INFO, not WARNING: the level also applies to task logs, and `dags test` reports
         # task outcomes at INFO. What floods is periodic: the DAG processor's stats table and
         # its per-parse lines every 30 s, and uvicorn's per-request lines.

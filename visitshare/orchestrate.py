@@ -134,7 +134,7 @@ def run_pipeline(
 ) -> Outcome:
     """Let Airflow land, validate and release what was published; wait; report."""
     landing_service = stack.running(settings).get("landing") is not None
-    started = stack.up(settings, landing=False, say=say)
+    started = stack.up(settings, landing=False, triggerer=landing_service, say=say)
     ours = [name for name, state in started.items() if state == "started"]
     try:
         stack.wait_for_api(settings)

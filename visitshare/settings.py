@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     publish_workers: int = Field(2, ge=1, le=32)
     partners_file: Path = REPO_ROOT / "infra" / "partners.yaml"
 
+    # Airflow's API server on loopback (`visitshare up`, `make run`).
+    airflow_api_port: int = Field(8080, ge=1, le=65535)
+
     @property
     def embedded_broker(self) -> bool:
         """True when we run the broker ourselves (no external bootstrap configured)."""

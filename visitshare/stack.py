@@ -2,9 +2,10 @@
 
 `visitshare up` starts what is not running; `visitshare down` stops only what it started.
 Each service is a process started in its own session with a PID file under var/run/ and a log
-under var/log/; its environment carries this stack's token (VISITSHARE_STACK_TOKEN), and
-`down` signals a process only if its PID file names it *and* its environment carries the
-token: a recycled PID or someone else's Airflow is never touched.
+under var/log/. The PID file records the process's start time, and `down` signals a process
+only if both match (Airflow rewrites its process title, so the command line cannot tell):
+a recycled PID or someone else's Airflow is never touched. The process environment carries
+a token (VISITSHARE_STACK_TOKEN) for finding strays by hand.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ class Service:
     airflow: bool  # runs with Airflow's environment
 
 
-def services(settings: Settings, landing: bool = True) -> list[Service]:
-    """In start order; `down` stops them in reverse."""
+def services(settings: Settings, landing: bool = True, triggerer: bool = True) -> list[Service]:
+    """In start order; `down` stops them in reverse. The landing service and the triggerer
+    (which runs the landing watcher) make the stack event-driven; `make run` needs neither."""
     out = []
     if landing:
         out.append(Service("landing", [str(VENV_BIN / "visitshare"), "land", "--follow"], False))
@@ -46,8 +48,9 @@ def services(settings: Settings, landing: bool = True) -> list[Service]:
         Service("api-server", [airflow, "api-server"], True),
         Service("dag-processor", [airflow, "dag-processor"], True),
         Service("scheduler", [airflow, "scheduler"], True),
-        Service("triggerer", [airflow, "triggerer"], True),
     ]
+    if triggerer:
+        out.append(Service("triggerer", [airflow, "triggerer"], True))
     return out
 
 
@@ -70,7 +73,7 @@ def _process(settings: Settings, name: str) -> psutil.Process | None:
         proc = psutil.Process(int(info["pid"]))
         if proc.status() == psutil.STATUS_ZOMBIE:
             return None
-        if proc.environ().get(TOKEN_VAR) != info["token"]:
+        if abs(proc.create_time() - info["created"]) > 1.0:
             return None  # a recycled PID: someone else's process
     except (OSError, ValueError, KeyError, psutil.Error):
         return None
@@ -107,7 +110,14 @@ def start_service(settings: Settings, service: Service, extra_env: dict[str, str
             close_fds=True,
         )
     _pid_path(settings, service.name).write_text(
-        json.dumps({"pid": proc.pid, "token": token, "argv": service.argv})
+        json.dumps(
+            {
+                "pid": proc.pid,
+                "created": psutil.Process(proc.pid).create_time(),
+                "token": token,
+                "argv": service.argv,
+            }
+        )
     )
     return True
 
@@ -123,6 +133,9 @@ def stop_service(settings: Settings, name: str, timeout_s: float = 20.0) -> bool
     for p in family:
         with contextlib.suppress(psutil.Error):
             p.send_signal(signal.SIGTERM)
+    with contextlib.suppress(OSError):  # its own session: strays re-parented to init too
+        if os.getpgid(proc.pid) == proc.pid:
+            os.killpg(proc.pid, signal.SIGTERM)
     _, alive = psutil.wait_procs(family, timeout=timeout_s)
     for p in alive:
         with contextlib.suppress(psutil.Error):
@@ -132,7 +145,9 @@ def stop_service(settings: Settings, name: str, timeout_s: float = 20.0) -> bool
     return True
 
 
-def up(settings: Settings, landing: bool = True, say=print) -> dict[str, str]:
+def up(
+    settings: Settings, landing: bool = True, triggerer: bool = True, say=print
+) -> dict[str, str]:
     """Broker, topics, landing service and Airflow, each unless already running."""
     from visitshare.broker import ensure_broker
     from visitshare.topics import apply_topics
@@ -146,7 +161,7 @@ def up(settings: Settings, landing: bool = True, say=print) -> dict[str, str]:
     if "VISITSHARE_LAND_ROLL_SECONDS" not in os.environ:
         extra["VISITSHARE_LAND_ROLL_SECONDS"] = "5"
     states = {}
-    for s in services(settings, landing):
+    for s in services(settings, landing, triggerer):
         started = start_service(settings, s, extra)
         states[s.name] = "started" if started else "already running"
         say(f"{s.name}: {states[s.name]} (log {log_path(settings, s.name)})")
@@ -171,10 +186,10 @@ def wait_for_api(settings: Settings, timeout_s: float = 120.0) -> None:
     """Until Airflow's API server answers (task processes report to it)."""
     import urllib.request
 
-    from visitshare.airflow_env import API_HOST, API_PORT
+    from visitshare.airflow_env import API_HOST
 
     deadline = time.monotonic() + timeout_s
-    url = f"http://{API_HOST}:{API_PORT}/api/v2/monitor/health"
+    url = f"http://{API_HOST}:{settings.airflow_api_port}/api/v2/monitor/health"
     while True:
         try:
             with urllib.request.urlopen(url, timeout=2):

@@ -1,4 +1,4 @@
-"""`visitshare run` (what `make run` calls) on its own embedded broker."""
+"""`visitshare run` (what `make run` calls): Airflow runs the DAGs, chained by Assets."""
 
 import os
 import re
@@ -6,48 +6,52 @@ import subprocess
 import sys
 
 from tests.helpers import free_port, read_topic
+from visitshare import stack
 from visitshare.broker import EmbeddedBroker
+from visitshare.release import get_release, read_table
 from visitshare.settings import Settings
 
 
-def test_run_brings_up_the_stack_publishes_and_summarizes(isolated_env, monkeypatch):
+def _row(stdout: str, dataset: str) -> list[int]:
+    line = next(l for l in stdout.splitlines() if l.startswith(f"│ {dataset} "))  # noqa: E741
+    cells = [c.strip() for c in line.strip("│ ").split("│")]
+    assert cells[-1] == "✓", line
+    return [int(c.replace(",", "")) for c in cells[1:-1]]
+
+
+def test_run_goes_from_topic_to_release_through_airflow(isolated_env, monkeypatch):
     monkeypatch.setenv("VISITSHARE_BROKER_PORT", str(free_port()))
+    monkeypatch.setenv("VISITSHARE_AIRFLOW_API_PORT", str(free_port()))
     settings = Settings()
     try:
         out = subprocess.run(
             [sys.executable, "-m", "visitshare.cli", "run", "--days", "2"],
-            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "200"},
+            capture_output=True, text=True, timeout=600, env={**os.environ, "COLUMNS": "220"},
         )  # fmt: skip
-        assert out.returncode == 0, out.stderr
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
         assert EmbeddedBroker(settings).status().running
-        published = int(
-            re.search(r"visits\.outcomes\.v1\s+│\s+([\d,]+)", out.stdout).group(1).replace(",", "")
-        )
-        dlq = int(
-            re.search(r"visits\.outcomes\.v1\.dlq\s+│\s+([\d,]+)", out.stdout)
-            .group(1)
-            .replace(",", "")
-        )
-        events_in = int(
-            re.search(r"events in\s+│\s+([\d,]+)", out.stdout).group(1).replace(",", "")
-        )
-        assert "Rejected by the contract" in out.stdout and "events/s" in out.stdout
-        assert len(read_topic(settings, "visits.outcomes.v1", expected=published)) == published
-        assert len(read_topic(settings, "visits.outcomes.v1.dlq", expected=dlq)) == dlq > 0
-        assert events_in > published + dlq  # incidents too
-        assert "Reconciliation" in out.stdout and "✗" not in out.stdout
-        assert out.stdout.count("✓") == 5  # every declared topic reconciles
-        validated = re.search(
-            r"visit_outcome validated: ([\d,]+) rows → ([\d,]+) valid, ([\d,]+) quarantined",
-            out.stdout,
-        )
-        rows_in, valid, quarantined = (int(g.replace(",", "")) for g in validated.groups())
-        assert rows_in == published + dlq == valid + quarantined and quarantined >= dlq > 0
-        assert "Data Docs:" in out.stdout and "index.html" in out.stdout
-        # ... and ends with a published release: id, rows per table, disclosure summary
-        visits = int(re.search(r"│ visits\s+│\s+([\d,]+)", out.stdout).group(1).replace(",", ""))
-        assert "Release 1" in out.stdout and 0 < visits <= valid
+        # Airflow did the work: the ingest run (triggered) and the curate run (by its assets)
+        assert re.search(r"ingest_events manual success", out.stdout)
+        assert re.search(r"curate_program_data asset_triggered success", out.stdout)
+        assert all(pid is None for pid in stack.running(settings).values())  # stopped again
+
+        for dataset, topic in (("visit_outcome", "visits.outcomes.v1"),
+                               ("incident_report", "incidents.reports.v1")):  # fmt: skip
+            published, dlq, backlog, landed, valid, quarantined, released = _row(
+                out.stdout, dataset
+            )
+            assert backlog == 0 and landed == published + dlq
+            assert valid + quarantined == landed and quarantined >= dlq
+            assert len(read_topic(settings, topic, expected=published)) == published
+            if dataset == "visit_outcome":
+                assert dlq > 0 and 0 < released <= valid
+
+        rel = get_release(settings, "latest")
+        assert f"Release {rel.id}" in out.stdout and rel.id == 1
+        assert read_table(settings, rel, "visits").num_rows == _row(out.stdout, "visit_outcome")[6]
+        assert rel.notice_sent and len(read_topic(settings, "releases.v1", expected=1)) == 1
         assert re.search(r"privacy checks: (\d+)/\1 passed", out.stdout)
-        assert "disclosure.html" in out.stdout and "visitshare pull --partner" in out.stdout
+        assert "Data Docs:" in out.stdout and "disclosure.html" in out.stdout
+        assert "visitshare pull --partner shinjuku" in out.stdout
     finally:
-        EmbeddedBroker(settings).stop()
+        stack.down(settings, say=lambda _: None)
