@@ -155,6 +155,11 @@ def run_pipeline(
             if time.monotonic() > deadline:
                 raise PipelineError(f"the pipeline did not catch up within {timeout_s:.0f} s")
             time.sleep(2)
+        # The release is committed; let the runs record their end (task exit, run state).
+        while any(state in ("queued", "running") for _, _, state in _dag_runs(settings, since)):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1)
         return _outcome(settings, since)
     finally:
         for name in reversed(ours):
