@@ -89,19 +89,13 @@ def _failed_tasks(settings: Settings, since: datetime) -> list[str]:
 
 def _caught_up(settings: Settings, expected: dict[str, int], since: datetime) -> bool:
     """Everything published landed, every landed event file validated, and released."""
-    from visitshare.manifest import pending_raw_files, raw_files
+    from visitshare.manifest import pending_raw_files
     from visitshare.quality.records import curated_files
     from visitshare.release import latest_release
 
     engine = engine_for(settings)
     with engine.connect() as conn:
-        landed = dict(
-            conn.execute(
-                sa.select(raw_files.c.topic, sa.func.sum(raw_files.c.row_count))
-                .where(raw_files.c.landed_at >= since)
-                .group_by(raw_files.c.topic)
-            ).all()
-        )
+        landed = _landed_since(conn, since)
         newest_validated = conn.execute(
             sa.select(sa.func.max(curated_files.c.id)).where(curated_files.c.zone == "validated")
         ).scalar()
@@ -111,6 +105,19 @@ def _caught_up(settings: Settings, expected: dict[str, int], since: datetime) ->
     if pending_raw_files(settings, "make-run", record=False):
         return False
     return latest is not None and latest.validated_upto >= (newest_validated or 0)
+
+
+def _landed_since(conn: sa.Connection, since: datetime) -> dict[str, int]:
+    """Rows landed per topic since `since` (manifest)."""
+    from visitshare.manifest import raw_files
+
+    return dict(
+        conn.execute(
+            sa.select(raw_files.c.topic, sa.func.sum(raw_files.c.row_count))
+            .where(raw_files.c.landed_at >= since)
+            .group_by(raw_files.c.topic)
+        ).all()
+    )
 
 
 def _airflow(settings: Settings, *args: str) -> None:
@@ -167,19 +174,12 @@ def run_pipeline(
 
 
 def _outcome(settings: Settings, since: datetime) -> Outcome:
-    from visitshare.manifest import raw_files
     from visitshare.quality.records import validation_runs
     from visitshare.release import latest_release
 
     out = Outcome(dag_runs=_dag_runs(settings, since))
     with engine_for(settings).connect() as conn:
-        out.landed = dict(
-            conn.execute(
-                sa.select(raw_files.c.topic, sa.func.sum(raw_files.c.row_count))
-                .where(raw_files.c.landed_at >= since)
-                .group_by(raw_files.c.topic)
-            ).all()
-        )
+        out.landed = _landed_since(conn, since)
         for r in conn.execute(
             sa.select(validation_runs).where(validation_runs.c.started_at >= since)
         ):

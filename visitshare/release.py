@@ -139,13 +139,7 @@ def plan(settings: Settings, force: bool = False, new_key: bool = False) -> Plan
     engine = engine_for(settings)
     with engine.connect() as conn:
         files = conn.execute(
-            sa.select(
-                curated_files.c.id,
-                curated_files.c.dataset,
-                curated_files.c.path,
-                curated_files.c.rows,
-                curated_files.c.municipality_code,
-            )
+            sa.select(curated_files.c.id, curated_files.c.rows, curated_files.c.municipality_code)
             .where(curated_files.c.zone == "validated")
             .order_by(curated_files.c.id)
         ).all()
@@ -587,10 +581,10 @@ def read_table(settings: Settings, release: sa.Row, name: str, row_filter=None) 
 def output_schemas(settings: Settings) -> dict[str, pa.Schema]:
     """The schema of every shared table under the current contracts (from empty inputs)."""
     cv, ci = _contracts(settings)
+    from visitshare.quality.validate import validated_schema
+
     empty = {}
     for contract, name in ((cv, "visits"), (ci, "incidents")):
-        from visitshare.quality.validate import validated_schema
-
         raw = validated_schema(contract).empty_table()
         pseudonyms = pseudonym_columns(raw, contract, b"0" * 32)
         anon, _ = anonymize(raw, contract, b"0" * 32, pseudonyms)
