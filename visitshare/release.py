@@ -72,6 +72,8 @@ releases = sa.Table(
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # published | expired
     sa.Column("input_fingerprint", sa.String(64), nullable=False),
+    # The plan it was built from: a retried finalize finds its release instead of a second one.
+    sa.Column("plan_token", sa.String(64), unique=True),
     sa.Column("key_fingerprint", sa.String(16), nullable=False),
     sa.Column("validated_upto", sa.Integer, nullable=False),
     sa.Column("contracts", sa.JSON, nullable=False),
@@ -338,8 +340,19 @@ def finalize(
     cv, ci = _contracts(settings)
     engine = engine_for(settings)
     with engine.connect() as conn:
+        done = conn.execute(sa.select(releases).where(releases.c.plan_token == plan_.token)).first()
         latest = latest_release(conn)
         top = conn.execute(sa.select(sa.func.max(releases.c.id))).scalar()
+    if done is not None:  # a retry after the release committed: the same release, once
+        say(f"plan {plan_.token} was already published as release {done.id}")
+        return Published(
+            release_id=done.id,
+            tables=done.tables,
+            report=disclosure.DisclosureReport.model_validate(done.disclosure),
+            report_html=str(release_dir(settings, done.id) / "disclosure.html"),
+            notice_sent=done.id in send_pending_notices(settings) or done.notice_sent,
+            expired=[],
+        )
     release_id = (top or 0) + 1
     data = {
         name: _gather(settings, results, name)
@@ -389,6 +402,7 @@ def finalize(
                 published_at=now,
                 status="published",
                 input_fingerprint=plan_.input_fingerprint,
+                plan_token=plan_.token,
                 key_fingerprint=plan_.key_fingerprint,
                 validated_upto=plan_.validated_upto,
                 contracts=plan_.contracts,

@@ -170,6 +170,21 @@ def test_rerun_does_not_duplicate_and_reader_keeps_its_release(settings, contrac
     )
 
 
+def test_a_retried_finalize_returns_its_release_instead_of_a_second(settings, contracts):
+    validated_zone(settings, contracts, days=2, seed=19)
+    plan = release.plan(settings)
+    results = [release.build_shard(settings, plan, s.index) for s in plan.shards]
+    first = release.finalize(settings, plan, results)
+    again = release.finalize(settings, plan, results)  # e.g. Airflow retrying the task
+    assert again.release_id == first.release_id == 1
+    assert (
+        _sql_rows(settings, "shared_outcomes_town_month")
+        == first.tables["outcomes_town_month"]["rows"]
+    )
+    with engine_for(settings).connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(release.releases)).scalar() == 1
+
+
 def test_retention_expires_old_releases_but_never_the_latest(settings, contracts):
     validated_zone(settings, contracts, days=2, seed=14)
     publish(settings)
