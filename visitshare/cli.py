@@ -527,24 +527,36 @@ def print_run_summary(settings: Settings, sent: dict, backlog: dict, outcome) ->
     contracts = ContractRegistry.load(settings.contracts_dir)
     rel = outcome.release
     released = {d["dataset"]: d["rows_published"] for d in rel.disclosure["datasets"]}
-    table = Table(title="From topic to release", title_justify="left")
-    for col in ("dataset", "published", "+ DLQ", "earlier backlog", "landed", "valid",
-                "quarantined", "released", ""):  # fmt: skip
-        table.add_column(col, justify="left" if col == "dataset" else "right")
+    stages = [
+        "published to the topic",
+        "rejected by the producer (DLQ)",
+        "earlier backlog",
+        "landed",
+        "valid",
+        "quarantined",
+        "released (record-level rows)",
+    ]
+    columns: dict[str, list[int]] = {}
+    marks = []
     ok = True
     for c in contracts:
         topic, dlq = settings.topic(c.topic), settings.topic(c.topic) + ".dlq"
-        out = sent.get(topic, 0) + sent.get(dlq, 0)
         before = backlog.get(topic, 0) + backlog.get(dlq, 0)
         landed = outcome.landed.get(topic, 0) + outcome.landed.get(dlq, 0)
         v = outcome.validation.get(c.name, {"rows_in": 0, "valid": 0, "quarantined": 0})
+        out = sent.get(topic, 0) + sent.get(dlq, 0)
         good = landed == out + before and v["rows_in"] == v["valid"] + v["quarantined"] == landed
         ok &= good
-        table.add_row(
-            c.name, f"{sent.get(topic, 0):,}", f"{sent.get(dlq, 0):,}", f"{before:,}",
-            f"{landed:,}", f"{v['valid']:,}", f"{v['quarantined']:,}",
-            f"{released.get(c.name, 0):,}", "[green]✓[/]" if good else "[red]✗[/]",
-        )  # fmt: skip
+        marks.append("[green]✓[/]" if good else "[red]✗[/]")
+        columns[c.name] = [sent.get(topic, 0), sent.get(dlq, 0), before, landed, v["valid"],
+                           v["quarantined"], released.get(c.name, 0)]  # fmt: skip
+    table = Table(title="From topic to release", title_justify="left")
+    table.add_column("stage")
+    for name in columns:
+        table.add_column(name, justify="right")
+    for i, stage in enumerate(stages):
+        table.add_row(stage, *(f"{col[i]:,}" for col in columns.values()))
+    table.add_row("reconciles", *marks)
     console.print(table)
     console.print(
         "released = rows in the shared record-level table after k-anonymity (all valid rows "

@@ -12,11 +12,13 @@ from visitshare.release import get_release, read_table
 from visitshare.settings import Settings
 
 
-def _row(stdout: str, dataset: str) -> list[int]:
-    line = next(l for l in stdout.splitlines() if l.startswith(f"│ {dataset} "))  # noqa: E741
-    cells = [c.strip() for c in line.strip("│ ").split("│")]
-    assert cells[-1] == "✓", line
-    return [int(c.replace(",", "")) for c in cells[1:-1]]
+def _stage(stdout: str, stage: str) -> dict[str, int]:
+    """One row of the "From topic to release" table: dataset → count."""
+    header = next(l for l in stdout.splitlines() if l.startswith("┃ stage"))  # noqa: E741
+    datasets = [c.strip() for c in header.strip("┃ ").split("┃")][1:]
+    line = next(l for l in stdout.splitlines() if l.startswith(f"│ {stage} "))  # noqa: E741
+    cells = [c.strip() for c in line.strip("│ ").split("│")][1:]
+    return {d: int(c.replace(",", "")) for d, c in zip(datasets, cells, strict=True)}
 
 
 def test_run_goes_from_topic_to_release_through_airflow(isolated_env, monkeypatch):
@@ -35,20 +37,29 @@ def test_run_goes_from_topic_to_release_through_airflow(isolated_env, monkeypatc
         assert re.search(r"curate_program_data asset_triggered success", out.stdout)
         assert all(pid is None for pid in stack.running(settings).values())  # stopped again
 
+        assert "│ reconciles " in out.stdout and "✗" not in out.stdout
+        count = {
+            stage: _stage(out.stdout, stage)
+            for stage in ("published to the topic", "rejected by the producer (DLQ)",
+                          "earlier backlog", "landed", "valid", "quarantined",
+                          "released (record-level rows)")
+        }  # fmt: skip
         for dataset, topic in (("visit_outcome", "visits.outcomes.v1"),
                                ("incident_report", "incidents.reports.v1")):  # fmt: skip
-            published, dlq, backlog, landed, valid, quarantined, released = _row(
-                out.stdout, dataset
-            )
-            assert backlog == 0 and landed == published + dlq
-            assert valid + quarantined == landed and quarantined >= dlq
+            published = count["published to the topic"][dataset]
+            dlq = count["rejected by the producer (DLQ)"][dataset]
+            landed, valid = count["landed"][dataset], count["valid"][dataset]
+            assert count["earlier backlog"][dataset] == 0 and landed == published + dlq
+            assert valid + count["quarantined"][dataset] == landed
+            assert count["quarantined"][dataset] >= dlq
             assert len(read_topic(settings, topic, expected=published)) == published
-            if dataset == "visit_outcome":
-                assert dlq > 0 and 0 < released <= valid
+        released = count["released (record-level rows)"]["visit_outcome"]
+        assert count["rejected by the producer (DLQ)"]["visit_outcome"] > 0
+        assert 0 < released <= count["valid"]["visit_outcome"]
 
         rel = get_release(settings, "latest")
         assert f"Release {rel.id}" in out.stdout and rel.id == 1
-        assert read_table(settings, rel, "visits").num_rows == _row(out.stdout, "visit_outcome")[6]
+        assert read_table(settings, rel, "visits").num_rows == released
         assert rel.notice_sent and len(read_topic(settings, "releases.v1", expected=1)) == 1
         assert re.search(r"privacy checks: (\d+)/\1 passed", out.stdout)
         assert "Data Docs:" in out.stdout and "disclosure.html" in out.stdout
