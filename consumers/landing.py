@@ -205,11 +205,12 @@ class Lander:
 
     def _check_lake_writable(self) -> None:
         raw = self.lake / "raw"
-        probe = raw / f".probe-{self.run_id}"
+        # Per process: the coordinator and its workers probe at the same moment.
+        probe = raw / f".probe-{self.run_id}-{os.getpid()}"
         try:
             raw.mkdir(parents=True, exist_ok=True)
             probe.write_bytes(b"")
-            probe.unlink()
+            probe.unlink(missing_ok=True)
         except OSError as exc:
             raise LandingError(
                 f"cannot write to the lake at {raw}: {exc.strerror}; nothing was landed"
