@@ -5,8 +5,7 @@ import json
 import sqlalchemy as sa
 
 from producers.simulator import SimConfig, Simulator
-from tests.helpers import land_values
-from visitshare.contracts import PiiClass
+from tests.helpers import land_values, personal_values
 from visitshare.db import engine_for
 from visitshare.quality.records import validation_runs
 from visitshare.quality.validate import validate
@@ -14,23 +13,10 @@ from visitshare.quality.validate import validate
 
 def test_reports_and_run_records_hold_no_personal_values(settings, contracts):
     events = list(Simulator(SimConfig(days=1, seed=77, bad_rate=0.3), contracts).events())
-    secret = set()
+    secret = personal_values(events, contracts)
     for dataset in ("visit_outcome", "incident_report"):
         contract = contracts.get(dataset)
-        personal = [
-            f.name
-            for f in contract.fields
-            if f.pii in (PiiClass.DIRECT_IDENTIFIER, PiiClass.FREE_TEXT)
-        ]
-        personal += ["latitude", "longitude"]
         values = [e.payload for e in events if e.dataset == dataset]
-        for v in values:
-            if isinstance(v, dict):
-                secret |= {
-                    str(v[k])
-                    for k in personal
-                    if isinstance(v.get(k), str | float) and len(str(v[k])) >= 6
-                }
         land_values(settings, settings.topic(contract.topic), values)
         run = validate(settings, dataset)
         assert run.quarantined > 0 and run.valid > 0  # failing rows with personal data exist
