@@ -3,6 +3,7 @@
 import json
 from collections import Counter
 from datetime import date, datetime
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -11,10 +12,13 @@ from visitshare import geography
 from visitshare.contracts import EventValidator
 
 TODAY = date(2026, 11, 25)
+# Fixed too: "future timestamp" events are built from now, so two simulators made a second
+# apart would differ.
+NOW = datetime(2026, 11, 25, 12, 0, tzinfo=ZoneInfo("Asia/Tokyo"))
 
 
 def _events(contracts, **kw):
-    return list(Simulator(SimConfig(**kw), contracts, today=TODAY).events())
+    return list(Simulator(SimConfig(**kw), contracts, today=TODAY, now=NOW).events())
 
 
 def _bytes(events):
