@@ -356,6 +356,15 @@ def airflow(ctx: typer.Context) -> None:
 
 
 # -- benchmarks -----------------------------------------------------------------------------
+def print_bench_result(settings: Settings, result, detail: str = "") -> None:
+    """Write var/bench/<name>.json and print where, then the RESULT line (DESIGN §8)."""
+    from visitshare.bench import write_result
+
+    path = write_result(settings, result)
+    console.print(f"written {path}" + (f"; {detail}" if detail else ""))
+    console.print(result.result_line())
+
+
 @bench_app.command("produce")
 def bench_produce(
     ctx: typer.Context,
@@ -363,12 +372,10 @@ def bench_produce(
     rounds: Annotated[int, typer.Option(help="Alternating rounds of each.", min=1)] = 2,
 ) -> None:
     """Our producer path vs a raw kafka-python producer (target: ours ≥ 0.7 × raw)."""
-    from visitshare.bench import produce, write_result
+    from visitshare.bench import produce
 
     result = produce.run(ctx.obj, events=events, rounds=rounds, say=err_console.print)
-    path = write_result(ctx.obj, result)
-    console.print(f"written {path}")
-    console.print(result.result_line())
+    print_bench_result(ctx.obj, result)
 
 
 @bench_app.command("land")
@@ -382,14 +389,11 @@ def bench_land(
 ) -> None:
     """Our land --drain vs a raw kafka-python read loop (target: ours ≥ 0.8 × raw, RSS ≤ 500 MB)."""
     from visitshare.bench import land as bench
-    from visitshare.bench import write_result
 
     result = bench.run(
         ctx.obj, messages=messages, large=large, rounds=rounds, say=err_console.print
     )
-    path = write_result(ctx.obj, result)
-    console.print(f"written {path}")
-    console.print(result.result_line())
+    print_bench_result(ctx.obj, result)
 
 
 @bench_app.command("validate")
@@ -401,12 +405,9 @@ def bench_validate(
 ) -> None:
     """The validate step vs a copy floor (target: ≤ 4 × the floor's time, peak RSS ≤ 4 GB)."""
     from visitshare.bench import validate as bench
-    from visitshare.bench import write_result
 
     result = bench.run(ctx.obj, days=days, say=err_console.print)
-    path = write_result(ctx.obj, result)
-    console.print(f"written {path}")
-    console.print(result.result_line())
+    print_bench_result(ctx.obj, result)
 
 
 @bench_app.command("publish")
@@ -419,12 +420,9 @@ def bench_publish(
 ) -> None:
     """Anonymize + join + release vs a copy floor (target: ≤ 3 × the floor, peak RSS ≤ 4 GB)."""
     from visitshare.bench import publish as bench
-    from visitshare.bench import write_result
 
     result = bench.run(ctx.obj, days=days, rounds=rounds, say=err_console.print)
-    path = write_result(ctx.obj, result)
-    console.print(f"written {path}")
-    console.print(result.result_line())
+    print_bench_result(ctx.obj, result)
 
 
 @bench_app.command("freshness")
@@ -435,18 +433,17 @@ def bench_freshness(
 ) -> None:
     """Publish → release latency with the stack up (target: p50 ≤ 60 s = 0.2 × 300 s)."""
     from visitshare.bench import freshness as bench
-    from visitshare.bench import write_result
 
     result = bench.run(ctx.obj, events=events, interval_s=interval, say=err_console.print)
-    path = write_result(ctx.obj, result)
-    console.print(f"written {path}; p50 {result.extra['p50_s']} s, p95 {result.extra['p95_s']} s")
-    console.print(result.result_line())
+    print_bench_result(
+        ctx.obj, result, f"p50 {result.extra['p50_s']} s, p95 {result.extra['p95_s']} s"
+    )
 
 
 @bench_app.command("all")
 def bench_all(ctx: typer.Context) -> None:
     """Every benchmark at its default size, one after another; var/bench/all.json and all.md."""
-    from visitshare.bench import freshness, land, produce, write_result, write_suite
+    from visitshare.bench import freshness, land, produce, write_suite
     from visitshare.bench import publish as bench_pub
     from visitshare.bench import validate as bench_val
 
@@ -461,8 +458,7 @@ def bench_all(ctx: typer.Context) -> None:
         lambda: freshness.run(settings, say=say),
     ):
         result = run_one()
-        write_result(settings, result)
-        console.print(result.result_line())
+        print_bench_result(settings, result)
         results.append(result)
     j, m = write_suite(settings, results)
     console.print(f"written {j} and {m}")

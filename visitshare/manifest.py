@@ -189,25 +189,32 @@ landing_signals = sa.Table(
 )
 
 
-def pending_raw_files(settings: Settings, name: str, record: bool = True) -> dict[str, Any] | None:
-    """Raw event files that validation has not taken yet, or None.
-
-    `record`: only files newer than the last signal of `name`, and this one is recorded (the
-    landing watcher); otherwise all of them, nothing recorded.
-    """
+def event_topics(settings: Settings) -> list[str]:
+    """The contracts' topics and their DLQs: the raw files validation takes."""
     from visitshare.contracts import ContractRegistry
-    from visitshare.db import engine_for
-    from visitshare.quality.records import validated_raw_files
 
-    topics = [
+    return [
         settings.topic(c.topic) + suffix
         for c in ContractRegistry.load(settings.contracts_dir)
         for suffix in ("", ".dlq")
     ]
+
+
+def pending_raw_files(
+    settings: Settings, topics: list[str], name: str | None = None
+) -> dict[str, Any] | None:
+    """Raw files of `topics` that validation has not taken yet, or None.
+
+    With a signal `name` (the landing watcher): only files newer than its last signal, and
+    this signal is recorded. Without: all of them, nothing recorded.
+    """
+    from visitshare.db import engine_for
+    from visitshare.quality.records import validated_raw_files
+
     engine = engine_for(settings)
     with engine.begin() as conn:
         signalled = 0
-        if record:
+        if name is not None:
             signalled = (
                 conn.execute(
                     sa.select(landing_signals.c.raw_file_id).where(landing_signals.c.name == name)
@@ -232,7 +239,7 @@ def pending_raw_files(settings: Settings, name: str, record: bool = True) -> dic
         files, newest, rows = conn.execute(unvalidated).one()
         if not files:
             return None
-        if not record:
+        if name is None:
             pass
         elif signalled:
             conn.execute(

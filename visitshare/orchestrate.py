@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from visitshare import stack
 from visitshare.airflow_env import VENV_BIN, airflow_env, airflow_home
 from visitshare.db import engine_for
+from visitshare.manifest import event_topics
 from visitshare.settings import Settings
 
 DAGS = ("ingest_events", "curate_program_data")
@@ -87,7 +88,9 @@ def _failed_tasks(settings: Settings, since: datetime) -> list[str]:
     return [f"{d}.{t} ({r})" for d, t, r in rows]
 
 
-def _caught_up(settings: Settings, expected: dict[str, int], since: datetime) -> bool:
+def _caught_up(
+    settings: Settings, expected: dict[str, int], since: datetime, topics: list[str]
+) -> bool:
     """Everything published landed, every landed event file validated, and released."""
     from visitshare.manifest import pending_raw_files
     from visitshare.quality.records import curated_files
@@ -102,7 +105,7 @@ def _caught_up(settings: Settings, expected: dict[str, int], since: datetime) ->
         latest = latest_release(conn)
     if any(landed.get(t, 0) < n for t, n in expected.items()):
         return False
-    if pending_raw_files(settings, "make-run", record=False):
+    if pending_raw_files(settings, topics):
         return False
     return latest is not None and latest.validated_upto >= (newest_validated or 0)
 
@@ -152,7 +155,8 @@ def run_pipeline(
         else:
             say("triggering ingest_events; curate_program_data follows on its assets")
             _airflow(settings, "dags", "trigger", "ingest_events")
-        while not _caught_up(settings, expected, since):
+        topics = event_topics(settings)
+        while not _caught_up(settings, expected, since, topics):
             failed = _failed_tasks(settings, since)
             if failed:
                 raise PipelineError(

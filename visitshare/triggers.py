@@ -30,12 +30,13 @@ class LandedFilesTrigger(BaseEventTrigger):
         )
 
     async def run(self) -> AsyncIterator[TriggerEvent]:
-        from visitshare.manifest import pending_raw_files
+        from visitshare.manifest import event_topics, pending_raw_files
         from visitshare.settings import Settings
 
         settings = Settings()
+        topics = event_topics(settings)
         while True:
-            found = await asyncio.to_thread(pending_raw_files, settings, self.name)
+            found = await asyncio.to_thread(pending_raw_files, settings, topics, self.name)
             if found:
                 self.log.info(
                     "landing committed %d raw files (%d rows) not validated yet",
