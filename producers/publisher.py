@@ -20,7 +20,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import islice
 
 import orjson
@@ -98,7 +98,6 @@ class Publisher:
         contracts: ContractRegistry,
         *,
         source_system: str | None = None,
-        clock: Callable[[], datetime] | None = None,
     ):
         self.settings = settings
         self.contracts = contracts
@@ -109,7 +108,7 @@ class Publisher:
                 c,
                 max_event_bytes=settings.max_event_bytes,
                 future_tolerance=tolerance,
-                **({"clock": clock} if clock else {}),
+                clock=settings.clock,
             )
             for c in contracts
         }
@@ -210,7 +209,7 @@ class Publisher:
         if not problems:
             return OutboxRecord(route.topic, key, raw, headers, "event")
         return OutboxRecord(
-            route.topic + DLQ_SUFFIX, key, raw, headers + _dlq_headers(route.topic, problems), "dlq",
+            route.topic + DLQ_SUFFIX, key, raw, headers + _dlq_headers(route.topic, problems, self.settings.clock.now()), "dlq",
             problems[0].reason.value,
         )  # fmt: skip
 
@@ -393,7 +392,7 @@ def _key(fields: tuple[str, ...], event: dict) -> bytes | None:
     return ":".join(parts).encode()
 
 
-def _dlq_headers(topic: str, problems: list[Violation]) -> list[tuple[str, bytes]]:
+def _dlq_headers(topic: str, problems: list[Violation], at: datetime) -> list[tuple[str, bytes]]:
     first = problems[0]
     detail = "; ".join(p.message for p in problems)[:1000]
     return [
@@ -405,5 +404,5 @@ def _dlq_headers(topic: str, problems: list[Violation]) -> list[tuple[str, bytes
         ),
         ("dlq_source_topic", topic.encode()),
         ("dlq_stage", b"producer"),
-        ("dlq_at", datetime.now(UTC).isoformat(timespec="milliseconds").encode()),
+        ("dlq_at", at.isoformat(timespec="milliseconds").encode()),
     ]

@@ -26,6 +26,7 @@ from itertools import accumulate
 from faker import Faker
 
 from visitshare import geography
+from visitshare.clock import SYSTEM_CLOCK, Clock
 from visitshare.contracts import ContractRegistry, FieldType, Reason
 
 JST = timezone(timedelta(hours=9), "JST")  # Asia/Tokyo has had no DST since 1951
@@ -200,13 +201,14 @@ class Simulator:
         config: SimConfig,
         contracts: ContractRegistry,
         *,
-        today: date | None = None,
-        now: datetime | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ):
         self.config = config
         self.contracts = contracts
-        self._now = now or datetime.now(JST)
-        today = today or self._now.astimezone(JST).date()
+        # "Now" for the default window and for malformed "future" timestamps: from the one
+        # clock, so that a validator given the same clock agrees on what is in the future.
+        self._now = clock.now().astimezone(JST)
+        today = self._now.date()
         self.start = config.start or today - timedelta(days=config.days)
         self.end = datetime.combine(self.start + timedelta(days=config.days), time(), JST)
         self._areas = [self._build_area(m) for m in geography.resolve(list(config.municipalities))]

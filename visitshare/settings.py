@@ -9,8 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from visitshare.clock import SYSTEM_CLOCK, Clock, FixedClock
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,6 +94,14 @@ class Settings(BaseSettings):
 
     # Airflow's API server on loopback (`visitshare up`, `make run`).
     airflow_api_port: int = Field(8080, ge=1, le=65535)
+
+    # "Now" frozen at this instant (ISO 8601 with offset) instead of the system clock: tests,
+    # and replays of a past day. Every component asks `settings.clock`, never the wall clock.
+    now: AwareDatetime | None = None
+
+    @property
+    def clock(self) -> Clock:
+        return SYSTEM_CLOCK if self.now is None else FixedClock(self.now)
 
     @property
     def embedded_broker(self) -> bool:

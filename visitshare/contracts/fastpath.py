@@ -14,11 +14,11 @@ from __future__ import annotations
 import math
 import re
 import time
-from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from visitshare import geography
+from visitshare.clock import Clock
 from visitshare.contracts.formats import TIMESTAMP_RE, UUID_RE
 from visitshare.contracts.model import Contract, Domain, FieldSpec, FieldType
 
@@ -30,7 +30,7 @@ class FastCheck:
         self,
         contract: Contract,
         *,
-        clock: Callable[[], datetime],
+        clock: Clock,
         future_tolerance: timedelta,
     ):
         # Names the generated code refers to; one constant per field that needs one.
@@ -74,7 +74,7 @@ class FastCheck:
         """
         now = time.monotonic()
         if now >= self._refresh_at:
-            self._latest = (self._clock() + self._tolerance).astimezone(JST)
+            self._latest = (self._clock.now() + self._tolerance).astimezone(JST)
             self._refresh_at = now + 0.05
         return self._latest
 

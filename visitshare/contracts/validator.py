@@ -10,13 +10,14 @@ import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
 import orjson
 
 from visitshare import geography
+from visitshare.clock import SYSTEM_CLOCK, Clock
 from visitshare.contracts.fastpath import FastCheck
 from visitshare.contracts.formats import UUID_RE, parse_timestamp
 from visitshare.contracts.model import Contract, Domain, FieldSpec, FieldType
@@ -62,7 +63,7 @@ class EventValidator:
         *,
         max_event_bytes: int = 65_536,
         future_tolerance: timedelta = timedelta(minutes=5),
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Clock = SYSTEM_CLOCK,
     ):
         self.contract = contract
         self.max_event_bytes = max_event_bytes
@@ -233,7 +234,7 @@ class EventValidator:
                         f"field {name!r} is not a town of municipality {event['municipality_code']}",
                     )
                 )
-        latest = self._clock() + self._future_tolerance
+        latest = self._clock.now() + self._future_tolerance
         for name in self._future_fields:
             v = event.get(name)
             if v is not None and parse_timestamp(v) > latest:

@@ -9,16 +9,18 @@ import pytest
 
 from producers.simulator import BAD_KINDS, SimConfig, Simulator
 from visitshare import geography
+from visitshare.clock import FixedClock
 from visitshare.contracts import EventValidator
 
+# One fixed clock for the simulator and the validators that check its events: "future
+# timestamp" events are built from now, and judged against now.
 TODAY = date(2026, 11, 25)
-# Fixed too: "future timestamp" events are built from now, so two simulators made a second
-# apart would differ.
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=ZoneInfo("Asia/Tokyo"))
+CLOCK = FixedClock(NOW)
 
 
 def _events(contracts, **kw):
-    return list(Simulator(SimConfig(**kw), contracts, today=TODAY, now=NOW).events())
+    return list(Simulator(SimConfig(**kw), contracts, clock=CLOCK).events())
 
 
 def _bytes(events):
@@ -36,9 +38,9 @@ def test_same_seed_same_events(contracts):
 
 
 def test_a_wards_world_does_not_depend_on_the_others(contracts):
-    alone = Simulator(SimConfig(municipalities=("13104",), seed=5), contracts, today=TODAY)
+    alone = Simulator(SimConfig(municipalities=("13104",), seed=5), contracts, clock=CLOCK)
     together = Simulator(
-        SimConfig(municipalities=("13112", "13104"), seed=5), contracts, today=TODAY
+        SimConfig(municipalities=("13112", "13104"), seed=5), contracts, clock=CLOCK
     )
     a = next(a for a in alone._areas if a.m.code == "13104")
     b = next(a for a in together._areas if a.m.code == "13104")
@@ -48,7 +50,7 @@ def test_a_wards_world_does_not_depend_on_the_others(contracts):
 
 
 def test_default_window_is_the_full_days_before_today(contracts):
-    sim = Simulator(SimConfig(days=7), contracts, today=TODAY)
+    sim = Simulator(SimConfig(days=7), contracts, clock=CLOCK)
     assert sim.start == date(2026, 11, 18)
     stamps = [e.payload.get("produced_at") for e in sim.events() if isinstance(e.payload, dict)]
     assert max(stamps) <= "2026-11-25T00:00:00+09:00"
@@ -61,13 +63,13 @@ def month(contracts):
 
 
 def test_all_good_events_pass_their_contract(contracts, month):
-    validators = {c.name: EventValidator(c) for c in contracts}
+    validators = {c.name: EventValidator(c, clock=CLOCK) for c in contracts}
     invalid = [e for e in month if validators[e.dataset].validate(e.payload)]
     assert invalid == []
 
 
 def test_volumes_follow_tokyo_year_scale(contracts):
-    sim = Simulator(SimConfig(days=7, municipalities=("all",), seed=2), contracts, today=TODAY)
+    sim = Simulator(SimConfig(days=7, municipalities=("all",), seed=2), contracts, clock=CLOCK)
     visits = sum(v for _, _, v, _ in sim.plan) / 7
     incidents = sum(i for _, _, _, i in sim.plan) / 7
     assert 2_000_000 / 365 * 0.9 < visits < 2_000_000 / 365 * 1.1
@@ -100,7 +102,7 @@ def test_only_completed_visits_carry_an_assessment(month):
 
 def test_visits_follow_town_size(month, contracts):
     """Bigger towns (by the simulator's size weight) get more visits."""
-    sim = Simulator(SimConfig(days=28, seed=1, start=date(2026, 10, 5)), contracts)
+    sim = Simulator(SimConfig(days=28, seed=1, start=date(2026, 10, 5)), contracts, clock=CLOCK)
     area = next(a for a in sim._areas if a.m.code == "13112")
     counts = Counter(
         e.payload["town"] for e in month
@@ -174,7 +176,7 @@ def test_coordinates_lie_in_the_municipality(month):
 
 def test_bad_rate_makes_every_kind_and_each_fails_with_its_reason(contracts):
     events = _events(contracts, days=2, seed=9, bad_rate=1.0)
-    validators = {c.name: EventValidator(c) for c in contracts}
+    validators = {c.name: EventValidator(c, clock=CLOCK) for c in contracts}
     kinds = Counter(e.bad_kind for e in events)
     assert set(kinds) == set(BAD_KINDS)
     for e in events:
@@ -207,6 +209,6 @@ def test_invalid_configuration(kw, message):
 
 
 def test_scale_changes_volume_proportionally(contracts):
-    one = Simulator(SimConfig(days=14, seed=4), contracts, today=TODAY).total
-    half = Simulator(SimConfig(days=14, seed=4, scale=0.5), contracts, today=TODAY).total
+    one = Simulator(SimConfig(days=14, seed=4), contracts, clock=CLOCK).total
+    half = Simulator(SimConfig(days=14, seed=4, scale=0.5), contracts, clock=CLOCK).total
     assert abs(half / one - 0.5) < 0.05

@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from visitshare.clock import FixedClock
 from visitshare.contracts import EventValidator, Reason
 
 NOW = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)  # 12:00 in Tokyo
@@ -38,7 +39,7 @@ GOOD_VISIT = {
 
 @pytest.fixture
 def validator(contracts):
-    return EventValidator(contracts.get("visit_outcome"), clock=lambda: NOW)
+    return EventValidator(contracts.get("visit_outcome"), clock=FixedClock(NOW))
 
 
 def test_a_good_event_has_no_violations(validator):
@@ -86,7 +87,7 @@ def test_each_kind_of_bad_event_gets_its_reason(validator, case, event, reason, 
 
 def test_future_tolerance_is_a_boundary(contracts):
     v = EventValidator(
-        contracts.get("visit_outcome"), clock=lambda: NOW, future_tolerance=timedelta(minutes=5)
+        contracts.get("visit_outcome"), clock=FixedClock(NOW), future_tolerance=timedelta(minutes=5)
     )
     at_limit = (NOW + timedelta(minutes=5)).astimezone().isoformat(timespec="seconds")
     past_limit = (NOW + timedelta(minutes=5, seconds=1)).astimezone().isoformat(timespec="seconds")
