@@ -4,11 +4,13 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+# Debian packages the tests use (installed when missing, if we run as root): libfaketime.
+DEBS := faketime
 
 .DEFAULT_GOAL := help
 
 help: ## List the targets
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,15 +19,35 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP) ## Create .venv and install the pinned environment (run/test do this)
 
+debs: ## Install the Debian packages the tests need when missing (as root; else say which)
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" = 0 ]; then \
+		echo "installing $$missing"; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; }; \
+	else echo "not root: install $$missing yourself to run every test"; fi
+
 run: $(STAMP) ## Run the main job on the embedded stack (Tansu broker, SQLite, ./var)
 	$(BIN)/visitshare run
 
-test: $(STAMP) ## Run the test suite (real broker and databases)
+test: $(STAMP) debs ## Run the tests (real broker, databases, Airflow), then the unit tests at other dates
 	$(BIN)/python -m pytest
+	$(MAKE) --no-print-directory test-dates
 
-lint: $(STAMP) ## Ruff: lint and format check
+test-dates: $(STAMP) debs ## The unit tests with the clock a year ahead and a year back (libfaketime)
+	@if ! command -v faketime >/dev/null; then \
+		if [ "$${CI:-}" = true ]; then echo "faketime is missing (Debian package faketime)"; exit 1; fi; \
+		echo "skipping the date tests: faketime is missing (Debian package faketime)"; exit 0; fi; \
+	for shift in +365d -365d; do \
+		echo "unit tests with the clock at $$shift:"; \
+		faketime -f "$$shift" $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit || exit 1; \
+	done
+
+lint: $(STAMP) ## Ruff (lint and format check) and mypy
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 up: $(STAMP) ## Start the embedded stack in the background: broker, landing service, Airflow
 	$(BIN)/visitshare up
@@ -35,7 +57,7 @@ down: $(STAMP) ## Stop what `up` started (only our own processes)
 
 clean: ## Stop the broker, remove ./var and the virtualenv
 	-@test -x $(BIN)/visitshare && $(BIN)/visitshare down
-	rm -rf var $(VENV) .pytest_cache .ruff_cache
+	rm -rf var $(VENV) .pytest_cache .ruff_cache .mypy_cache
 
 lock: ## Re-resolve dependencies and rewrite constraints.txt
 	rm -rf .lockenv && $(PYTHON) -m venv .lockenv
@@ -43,4 +65,4 @@ lock: ## Re-resolve dependencies and rewrite constraints.txt
 	.lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^#' > constraints.txt
 	rm -rf .lockenv
 
-.PHONY: help install run test lint up down clean lock
+.PHONY: help install debs run test test-dates lint up down clean lock

@@ -1,6 +1,6 @@
 """Landing: Kafka topics → raw Parquet files in the lake, exactly once, with a manifest.
 
-How exactly-once holds (DESIGN §6):
+How exactly-once holds:
 - Where to resume comes from the manifest (`visitshare.manifest`), never from consumer groups.
 - A file is written under a temporary name, fsynced and linked into place; only then is its
   manifest row committed. A crash before the commit leaves an orphan file that no reader uses
@@ -21,9 +21,7 @@ topics are not compacted); a jump is recorded as a gap, never silently skipped.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
-import multiprocessing
 import os
 import signal
 import threading
@@ -34,30 +32,29 @@ from dataclasses import dataclass, field
 
 import psutil
 import pyarrow as pa
-from kafka import TopicPartition
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from consumers.rawfile import (
-    Decoder,
-    complete_table,
-    file_name,
-    kafka_batch,
-    partition_dir,
-)
-from visitshare import kafka, manifest
 from visitshare.contracts import ContractRegistry
 from visitshare.db import engine_for
-from visitshare.lakefs import write_parquet
+from visitshare.landing import manifest, zones
+from visitshare.landing.errors import LandingError
+from visitshare.landing.files import write_parquet
+from visitshare.landing.rawfile import Decoder, complete_table, kafka_batch
+from visitshare.processes import (
+    die_with_parent,
+    mp_context,
+    parent_gone,
+    peak_rss_mb,
+    release_memory,
+)
+from visitshare.producing import kafka
+from visitshare.producing.topics import DLQ_SUFFIX, declared_topics, is_dlq
 from visitshare.settings import Settings
-from visitshare.topics import declared_topics
 
 log = logging.getLogger(__name__)
 
 CONVERT_EVERY = 1024  # records kept as Python objects before they become an Arrow batch
-
-
-class LandingError(RuntimeError):
-    """Landing stopped; the message says why and what was committed (the manifest is consistent)."""
 
 
 @dataclass
@@ -182,7 +179,8 @@ class Lander:
         self.worker, self.workers = worker, workers
         self._parts: dict[TopicPartition, _Partition] = {}
         self._decoders: dict[str, Decoder | None] = {}
-        self._mirror = None  # consumer that mirrors landed offsets to a group (monitoring)
+        # consumer that mirrors landed offsets to a group (monitoring)
+        self._mirror: KafkaConsumer | None = None
         self._report = LandReport(self.run_id, "drain")
 
     def owns(self, topic: str, partition: int) -> bool:
@@ -192,19 +190,17 @@ class Lander:
     # -- setup ------------------------------------------------------------------------------
     def decoder(self, topic: str) -> Decoder | None:
         if topic not in self._decoders:
-            name = topic.removeprefix(self.settings.topic_prefix).removesuffix(".dlq")
+            name = topic.removeprefix(self.settings.topic_prefix).removesuffix(DLQ_SUFFIX)
             try:
                 contract = self.contracts.by_topic(name)
             except KeyError:
                 contract = None
             # DLQ values are invalid by definition: skip the fast path that would refuse them.
-            self._decoders[topic] = (
-                Decoder(contract, fast=not topic.endswith(".dlq")) if contract else None
-            )
+            self._decoders[topic] = Decoder(contract, fast=not is_dlq(topic)) if contract else None
         return self._decoders[topic]
 
     def _check_lake_writable(self) -> None:
-        raw = self.lake / "raw"
+        raw = self.lake / zones.Zone.RAW
         # Per process: the coordinator and its workers probe at the same moment.
         probe = raw / f".probe-{self.run_id}-{os.getpid()}"
         try:
@@ -315,7 +311,7 @@ class Lander:
     def _observe_targets(self, consumer, stop: threading.Event) -> None:
         """Drain targets: each partition's high watermark from its first fetch response.
 
-        `end_offsets()` cannot be trusted on the embedded broker (DESIGN §7); the high watermark
+        `end_offsets()` cannot be trusted on the embedded broker; the high watermark
         in fetch responses can, on every Kafka-compatible broker.
         """
         deadline = time.monotonic() + self.settings.land_idle_timeout_seconds
@@ -357,7 +353,7 @@ class Lander:
                 > s.land_max_buffer_bytes / self.workers
             ):
                 self._close(max(self._parts.values(), key=lambda st: st.nbytes))
-            if _parent_gone():
+            if parent_gone():
                 os._exit(1)  # our coordinator was killed: stop as abruptly as it did
             if follow and now - last_refresh >= s.land_metadata_refresh_seconds:
                 last_refresh = now
@@ -449,7 +445,7 @@ class Lander:
             rf = self._write(st, kafka_table, gap_reason)
         except (OSError, manifest.ManifestConflict) as exc:  # FileExistsError is an OSError
             raise LandingError(f"landing {st.topic}[{st.partition}] stopped: {exc}") from exc
-        _release_memory()
+        release_memory()
         if gap_reason:
             self._report.gaps += 1
         p = self._report.partitions[(st.topic, st.partition)]
@@ -471,10 +467,9 @@ class Lander:
         offsets = kafka_table.column("kafka_offset")
         first, last = offsets[0].as_py(), offsets[-1].as_py()
         table = complete_table(kafka_table, self.decoder(st.topic))
-        path = partition_dir(self.lake, st.topic, st.partition) / file_name(
-            first, last, st.topic_id
-        )
-        rel = path.relative_to(self.lake).as_posix()
+        rel_path = zones.raw_file(st.topic, st.partition, first, last, st.topic_id)
+        path = self.lake / rel_path
+        rel = rel_path.as_posix()
         nbytes, digest = write_parquet(
             table,
             path,
@@ -499,6 +494,7 @@ class Lander:
             sha256=digest,
             path=rel,
             run_id=self.run_id,
+            landed_at=self.settings.clock.now(),
         )
         try:
             manifest.record_file(self.engine, rf, gap_reason=gap_reason)
@@ -534,11 +530,11 @@ class Lander:
         of dead processes go too. A live lander's just-written file is left alone.
         """
         removed = 0
-        now = time.time()
+        now = time.time()  # compared with file modification times: the file system's clock
         for topic, (topic_id, count) in meta.items():
             resume = manifest.next_offsets(self.engine, topic, topic_id)
             for p in range(count):
-                folder = partition_dir(self.lake, topic, p)
+                folder = self.lake / zones.raw_partition(topic, p)
                 if not folder.is_dir():
                     continue
                 committed = manifest.landed_paths(self.engine, topic, p)
@@ -578,48 +574,12 @@ class Lander:
         )
 
 
-def _release_memory() -> None:
-    """Give freed memory back to the OS after each file, so the footprint stays flat.
-
-    Arrow's allocator and glibc's malloc both keep freed blocks for reuse; between files that
-    is tens of MB per process that nothing uses.
-    """
-    pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _load_libc():
-    try:
-        return ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS, musl): nothing to trim
-        return None
-
-
-_LIBC = _load_libc()
-
-
-def peak_rss_mb() -> float:
-    """This process's peak resident memory (VmHWM), in MB; 0 where /proc is not available."""
-    try:
-        for line in open("/proc/self/status"):  # noqa: SIM115 - tiny file
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-def _parent_gone() -> bool:
-    parent = multiprocessing.parent_process()
-    return parent is not None and not parent.is_alive()
-
-
 def _worker_main(settings, topics, run_id, worker, workers, follow, stop, results) -> None:
     """A landing worker process: lands its share, reports back through `results`."""
     # The coordinator decides when to stop (SIGTERM/Ctrl-C reach it, then `stop` is set).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    die_with_parent()
     from visitshare.console import setup_logging
     from visitshare.db import forget_engines
 
@@ -655,7 +615,7 @@ def land(
         return lander.follow(stop) if follow else lander.drain()
     # Forking is fast (the modules are already imported) but only safe while this process runs
     # no other thread; otherwise a clean interpreter is spawned.
-    ctx = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
+    ctx = mp_context()
     child_stop, results = ctx.Event(), ctx.Queue()
     procs = [
         ctx.Process(
@@ -698,6 +658,7 @@ def land(
         raise LandingError("; ".join(errors))
     merged = LandReport(run_id, "follow" if follow else "drain")
     for _, report in outcomes:
+        assert isinstance(report, LandReport)  # no errors: every outcome is ("ok", its report)
         merged.partitions.update(report.partitions)
         merged.gaps += report.gaps
         merged.orphans_removed += report.orphans_removed
@@ -740,7 +701,7 @@ def landing_status(settings: Settings, timeout_s: float = 10.0) -> list[Partitio
             waiting = {tp for tp in waiting if consumer.highwater(tp) is None}
         out = []
         for s in states:
-            f = last_file.get((s.topic, s.topic_id, s.partition))
+            last = last_file.get((s.topic, s.topic_id, s.partition))
             out.append(
                 PartitionStatus(
                     topic=s.topic,
@@ -748,8 +709,12 @@ def landing_status(settings: Settings, timeout_s: float = 10.0) -> list[Partitio
                     topic_id=s.topic_id,
                     high_watermark=consumer.highwater(s.tp),
                     landed=s.expected or 0,
-                    last_file=f.path if f else None,
-                    last_landed_at=f.landed_at.isoformat(timespec="seconds") if f else None,
+                    last_file=last.path if last else None,
+                    last_landed_at=(
+                        last.landed_at.isoformat(timespec="seconds")
+                        if last and last.landed_at  # manifest rows always have it
+                        else None
+                    ),
                 )
             )
         return out

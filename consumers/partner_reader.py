@@ -4,7 +4,7 @@ One consumer group per partner (`visit-share-partner-<id>`), so every partner ge
 notice. A release is pulled once: its folder's RELEASE.txt marks it done, written last, so
 a reader killed mid-pull pulls it again. Offsets are committed after the pull (at least
 once; the marker makes the repeat harmless). The end of the topic is the high watermark seen
-in fetch responses, not `end_offsets()` (wrong on the embedded broker, DESIGN §7).
+in fetch responses, not `end_offsets()` (wrong on the embedded broker).
 """
 
 from __future__ import annotations
@@ -16,9 +16,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from visitshare import kafka
-from visitshare.partners import load_partners, pull
-from visitshare.release import NOTICE_TOPIC, ReleaseError
+from visitshare.access.export import pull
+from visitshare.access.partners import load_partners
+from visitshare.producing import kafka
+from visitshare.release.errors import ReleaseError
+from visitshare.release.notices import NOTICE_TOPIC
 from visitshare.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -23,8 +23,7 @@ releases, and emits the `released_shared_tables` asset.
 - A rerun of the same interval finds nothing new: no new validated rows, no release.
 - See the quarantine: `visitshare quarantine list|show|release`; releases:
   `visitshare releases list`; a partner's view: `visitshare pull --partner shinjuku`.
-- Code: `visitshare/quality/`, `visitshare/anonymize.py`, `visitshare/outcomes.py`,
-  `visitshare/release.py`.
+- Code: `visitshare/quality/` (validate), `visitshare/release/` (plan, build, publish).
 """
 
 from __future__ import annotations
@@ -33,12 +32,12 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Metadata, dag, task
 
-from visitshare.assets import DATASETS, LANDED, RAW, RELEASED, VALIDATED
+from visitshare.orchestration.assets import CURATE_SCHEDULE, DATASETS, RELEASED, VALIDATED
 
 
 @dag(
     dag_id="curate_program_data",
-    schedule=(RAW["visit_outcome"] | RAW["incident_report"] | LANDED),
+    schedule=CURATE_SCHEDULE,
     start_date=datetime(2026, 1, 1),
     catchup=False,
     max_active_runs=1,
@@ -56,36 +55,36 @@ def curate_program_data():
 
         @task(task_id=f"validate_{dataset}", outlets=[VALIDATED[dataset]])
         def validate(dataset: str = dataset):
-            from visitshare.pipeline import validate_dataset
+            from visitshare.orchestration.tasks import validate_dataset
 
             summary = validate_dataset(dataset)
-            yield Metadata(VALIDATED[dataset], summary)
+            yield Metadata(VALIDATED[dataset], summary.model_dump(mode="json"))
             return summary
 
         validations.append(validate())
 
     @task
-    def plan_release() -> dict:
-        from visitshare.pipeline import plan_release
+    def plan_release():
+        from visitshare.orchestration.tasks import plan_release
 
-        return plan_release()
-
-    @task
-    def shard_indexes(plan: dict) -> list[int]:
-        return [s["index"] for s in plan["shards"]]
+        return plan_release()  # None when nothing is new: no shard runs, nothing is published
 
     @task
-    def build_release_shard(plan: dict, index: int) -> dict:
-        from visitshare.pipeline import build_release_shard
+    def shard_indexes(plan) -> list[int]:
+        return [] if plan is None else [s.index for s in plan.shards]
+
+    @task
+    def build_release_shard(plan, index: int):
+        from visitshare.orchestration.tasks import build_release_shard
 
         return build_release_shard(plan, index)
 
     @task(outlets=[RELEASED])
-    def finalize_release(plan: dict, results: list[dict]):
-        from visitshare.pipeline import finalize_release
+    def finalize_release(plan, results):
+        from visitshare.orchestration.tasks import finalize_release
 
         summary = finalize_release(plan, list(results))
-        yield Metadata(RELEASED, summary)
+        yield Metadata(RELEASED, summary.model_dump(mode="json"))
         return summary
 
     plan = plan_release()

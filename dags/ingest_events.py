@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from airflow.sdk import Metadata, dag, task
 
-from visitshare.assets import DATASETS, RAW
+from visitshare.orchestration.assets import DATASETS, RAW
 
 
 @dag(
@@ -42,10 +42,10 @@ def ingest_events():
 
         @task(task_id=f"land_{dataset}", outlets=[RAW[dataset]])
         def land(dataset: str = dataset):
-            from visitshare.pipeline import land_dataset
+            from visitshare.orchestration.tasks import land_dataset
 
             summary = land_dataset(dataset)
-            yield Metadata(RAW[dataset], summary)
+            yield Metadata(RAW[dataset], summary.model_dump(mode="json"))
             return summary
 
         land()

@@ -12,9 +12,10 @@ import json
 import sqlite3
 from collections.abc import Iterable
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
+
+from visitshare.clock import SYSTEM_CLOCK, Clock
 
 Headers = list[tuple[str, bytes]]
 
@@ -28,6 +29,12 @@ class OutboxRecord(NamedTuple):
     reason: str | None = None  # rejection reason for DLQ records
     seq: int | None = None  # assigned by the outbox
 
+    @property
+    def stored_seq(self) -> int:
+        """Its sequence number in the outbox (a record read from the outbox always has one)."""
+        assert self.seq is not None, "the record was not read from the outbox"
+        return self.seq
+
 
 def _encode_headers(headers: Headers) -> str:
     return json.dumps([[k, base64.b64encode(v).decode()] for k, v in headers])
@@ -38,8 +45,9 @@ def _decode_headers(text: str) -> Headers:
 
 
 class Outbox:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, clock: Clock = SYSTEM_CLOCK):
         self.path = path
+        self.clock = clock
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("pragma journal_mode=wal")
@@ -57,7 +65,7 @@ class Outbox:
         )
 
     def append(self, records: Iterable[OutboxRecord]) -> int:
-        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        now = self.clock.now().isoformat(timespec="milliseconds")
         rows = [
             (r.topic, r.key, r.value, _encode_headers(r.headers), r.kind, r.reason, now)
             for r in records
@@ -83,10 +91,10 @@ class Outbox:
         ]
 
     def delete(self, seqs: Iterable[int]) -> None:
-        seqs = [(s,) for s in seqs]
-        if seqs:
+        rows = [(s,) for s in seqs]
+        if rows:
             with self._transaction():
-                self._db.executemany("delete from outbox where seq = ?", seqs)
+                self._db.executemany("delete from outbox where seq = ?", rows)
 
     def pending(self) -> int:
         return self._db.execute("select count(*) from outbox").fetchone()[0]

@@ -24,22 +24,24 @@ from datetime import datetime, timedelta
 from itertools import islice
 
 import orjson
+from kafka import KafkaProducer
 from kafka.errors import KafkaError
 from kafka.future import Future
 
-from producers.outbox import Outbox, OutboxRecord
-from visitshare import kafka
+from producers.outbox import Headers, Outbox, OutboxRecord
 from visitshare.contracts import ContractRegistry, EventValidator, Violation
+from visitshare.errors import VisitShareError
+from visitshare.producing import kafka
+from visitshare.producing.topics import dlq_topic
 from visitshare.settings import Settings
 
 log = logging.getLogger(__name__)
 
-DLQ_SUFFIX = ".dlq"
 OUTBOX_BATCH = 2000
 CHUNK = 256
 
 
-class PublishError(RuntimeError):
+class PublishError(VisitShareError):
     """Publishing cannot start (e.g. a topic is missing); nothing was sent."""
 
 
@@ -130,8 +132,8 @@ class Publisher:
         self._sent: Counter = Counter()  # (topic, reason) → sends not (yet) failed
         self._bytes = 0
         self._started = 0.0
-        self.outbox = Outbox(settings.outbox_path)
-        self._producer = None
+        self.outbox = Outbox(settings.outbox_path, settings.clock)
+        self._producer: KafkaProducer | None = None
         self._error: str | None = None  # set once the broker failed us in this run
         self._failed: list[tuple[int, OutboxRecord]] = []
         self._report = PublishReport()
@@ -141,7 +143,7 @@ class Publisher:
         """Open the producer and check the topics; False (and outbox mode) if unreachable."""
         if self._producer is not None:
             return True
-        needed = sorted({*self._topics.values()} | {t + DLQ_SUFFIX for t in self._topics.values()})
+        needed = sorted({*self._topics.values()} | {dlq_topic(t) for t in self._topics.values()})
         try:
             admin = kafka.admin(self.settings)
             try:
@@ -159,6 +161,13 @@ class Publisher:
             self._broker_failed(f"broker {self.settings.bootstrap} unreachable: {exc}")
             return False
         return True
+
+    @property
+    def _connected(self) -> KafkaProducer:
+        """The open producer: sends happen only after `_connect()` succeeded and before the
+        broker failed (a failure sets `_error`, which stops sending)."""
+        assert self._producer is not None, "no open producer"
+        return self._producer
 
     def _broker_failed(self, reason: str) -> None:
         if self._error is None:
@@ -185,6 +194,8 @@ class Publisher:
         )
         validator = route.validator
         payload = item.payload
+        key: bytes | None
+        headers: Headers | None
         if type(payload) is dict:
             raw = _dumps(payload)
             if len(raw) <= validator.max_event_bytes and validator.is_valid(payload):
@@ -195,6 +206,7 @@ class Publisher:
                 return OutboxRecord(route.topic, key, raw, headers, "event")
             decoded, problems = payload, validator.check_size(raw) or validator.explain(payload)
         else:
+            assert not isinstance(payload, dict)  # only an exact dict is an event; else bytes
             raw = payload
             decoded, problems = validator.decode(raw)
             if not problems:
@@ -209,7 +221,7 @@ class Publisher:
         if not problems:
             return OutboxRecord(route.topic, key, raw, headers, "event")
         return OutboxRecord(
-            route.topic + DLQ_SUFFIX, key, raw, headers + _dlq_headers(route.topic, problems, self.settings.clock.now()), "dlq",
+            dlq_topic(route.topic), key, raw, headers + _dlq_headers(route.topic, problems, self.settings.clock.now()), "dlq",
             problems[0].reason.value,
         )  # fmt: skip
 
@@ -220,7 +232,7 @@ class Publisher:
         Sends are counted here and failures taken back in the errback: after flush() every
         future has resolved, so "sent and not failed" is "confirmed by the broker".
         """
-        send, on_failure = self._producer.send, self._on_failure
+        send, on_failure = self._connected.send, self._on_failure
         counts = self._partition_counts({r.topic for r in records})
         handed, rest = records, []
         for i, rec in enumerate(records):
@@ -252,13 +264,13 @@ class Publisher:
         counts = {}
         for topic in topics:
             with contextlib.suppress(KafkaError):
-                counts[topic] = len(self._producer.partitions_for(topic) or ())
+                counts[topic] = len(self._connected.partitions_for(topic) or ())
         return counts
 
     def _settle(self) -> None:
         """Wait until every send in flight is confirmed or has expired (bounded)."""
         with contextlib.suppress(KafkaError):
-            self._producer.flush(timeout=self.settings.delivery_timeout_ms / 1000 + 5)
+            self._connected.flush(timeout=self.settings.delivery_timeout_ms / 1000 + 5)
 
     def _on_failure(self, seq: int, rec: OutboxRecord, exc: Exception) -> None:
         self._failed.append((seq, rec))
@@ -348,7 +360,7 @@ class Publisher:
             futures = []
             for rec in batch:
                 try:
-                    future = self._producer.send(
+                    future = self._connected.send(
                         rec.topic, key=rec.key, value=rec.value, headers=rec.headers
                     )
                 except KafkaError as exc:
@@ -356,7 +368,7 @@ class Publisher:
                     future.failure(exc)
                 futures.append((rec, future))
             self._settle()
-            confirmed = [rec.seq for rec, f in futures if f.succeeded()]
+            confirmed = [rec.stored_seq for rec, f in futures if f.succeeded()]
             # Delete only confirmed rows; the first failure stops the flush to keep the order.
             self.outbox.delete(confirmed)
             report.outbox_flushed += len(confirmed)
@@ -364,9 +376,9 @@ class Publisher:
                 if f.succeeded():
                     report.bytes_sent += len(rec.value)
             if len(confirmed) < len(batch):
-                exc = next(f.exception or "timed out" for _, f in futures if not f.succeeded())
-                self._broker_failed(f"outbox flush stopped: {exc}")
-                self._producer.close(timeout=0)
+                why = next(f.exception or "timed out" for _, f in futures if not f.succeeded())
+                self._broker_failed(f"outbox flush stopped: {why}")
+                self._connected.close(timeout=0)
                 self._producer = None
 
 

@@ -25,9 +25,8 @@ from itertools import accumulate
 
 from faker import Faker
 
-from visitshare import geography
 from visitshare.clock import SYSTEM_CLOCK, Clock
-from visitshare.contracts import ContractRegistry, FieldType, Reason
+from visitshare.contracts import ContractRegistry, FieldType, Reason, geography
 
 JST = timezone(timedelta(hours=9), "JST")  # Asia/Tokyo has had no DST since 1951
 

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import free_port
-from visitshare.broker import EmbeddedBroker
 from visitshare.contracts import ContractRegistry
+from visitshare.producing.broker import EmbeddedBroker
+from visitshare.producing.topics import apply_topics
 from visitshare.settings import REPO_ROOT, Settings
-from visitshare.topics import apply_topics
 
 
 @pytest.fixture(autouse=True)

@@ -7,7 +7,7 @@ import time
 
 from kafka import TopicPartition
 
-from visitshare import kafka
+from visitshare.producing import kafka
 from visitshare.settings import Settings
 
 
@@ -115,3 +115,18 @@ def personal_values(events: list, contracts) -> set[str]:
                     if isinstance(e.payload.get(k), str | float) and len(str(e.payload[k])) >= 6
                 }
     return secret
+
+
+def first_landed_schema(engine) -> None:
+    """A project database as the first landed version made it: `create_all`, no Alembic, and
+    a `releases` table without `plan_token`."""
+    import sqlalchemy as sa
+
+    from visitshare.db.tables import metadata, releases
+
+    old = sa.MetaData()
+    for table in metadata.sorted_tables:
+        if table is not releases:
+            table.to_metadata(old)
+    sa.Table("releases", old, *[c.copy() for c in releases.columns if c.name != "plan_token"])
+    old.create_all(engine)

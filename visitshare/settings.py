@@ -149,11 +149,6 @@ class Settings(BaseSettings):
         return self.catalog_url or f"sqlite:///{self.var / 'catalog.db'}"
 
     @property
-    def warehouse(self) -> Path:
-        """Where the shared Iceberg tables keep their data and metadata files."""
-        return self.lake / "shared"
-
-    @property
     def secrets_dir(self) -> Path:
         return self.var / "secrets"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from visitshare.airflow_env import airflow_env, airflow_home
+from visitshare.orchestration.airflow_env import airflow_env, airflow_home
 from visitshare.settings import REPO_ROOT, Settings
 
 DAGS_DIR = REPO_ROOT / "dags"

@@ -8,9 +8,9 @@ import sys
 
 from producers.publisher import Outgoing, Publisher
 from producers.simulator import SimConfig, Simulator
-from visitshare import manifest
-from visitshare.airflow_env import airflow_home
 from visitshare.db import engine_for
+from visitshare.landing import manifest
+from visitshare.orchestration.airflow_env import airflow_home
 from visitshare.quality.validate import read_curated
 
 
@@ -62,7 +62,7 @@ def test_ingest_dag_lands_both_datasets_and_records_asset_events(kafka_settings,
     assert valid == published.delivered[visits_topic]
 
     # ... and publishes a release of what it validated (mapped shards, then finalize).
-    from visitshare.release import get_release, read_table
+    from visitshare.release.releases import get_release, read_table
 
     rel = get_release(kafka_settings, "latest")
     assert rel.id == 1 and rel.notice_sent

@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 from tests.helpers import free_port, read_topic
-from visitshare import stack
-from visitshare.broker import EmbeddedBroker
-from visitshare.release import get_release, read_table
+from visitshare.orchestration import stack
+from visitshare.producing.broker import EmbeddedBroker
+from visitshare.release.releases import get_release, read_table
 from visitshare.settings import Settings
 
 

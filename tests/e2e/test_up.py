@@ -8,9 +8,9 @@ import sys
 import psutil
 
 from tests.helpers import free_port, wait_for
-from visitshare import stack
 from visitshare.db import engine_for
-from visitshare.release import latest_release
+from visitshare.orchestration import stack
+from visitshare.release.releases import latest_release
 from visitshare.settings import Settings
 
 

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from tests.helpers import free_port
-from visitshare.broker import BrokerError, EmbeddedBroker
+from visitshare.producing.broker import BrokerError, EmbeddedBroker
+from visitshare.producing.topics import TopicAction, apply_topics
 from visitshare.settings import Settings
-from visitshare.topics import TopicAction, apply_topics
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
@@ -77,7 +77,7 @@ def test_topics_apply_is_idempotent_and_reports_drift(kafka_settings):
     again = apply_topics(kafka_settings)
     assert {r.action for r in again} == {TopicAction.EXISTS}
     # Declaring more partitions: Kafka adds them; Tansu cannot (reported, not crashed).
-    from visitshare.topics import TopicSpec
+    from visitshare.producing.topics import TopicSpec
 
     grow = apply_topics(kafka_settings, [TopicSpec("releases.v1", 3, 1000)])
     assert grow[0].action in (TopicAction.GREW, TopicAction.FAILED)

@@ -53,6 +53,7 @@ def test_produce_from_jsonl_and_csv_exports(kafka_settings, tmp_path):
         delivered + dlq == len(lines) and delivered <= len(good) and dlq >= len(lines) - len(good)
     )
 
+    # The export below was written on 2026-11-20: judge its timestamps as of the next day.
     csv_path = tmp_path / "incident_report_export.csv"
     csv_path.write_text(
         "event_id,schema_version,produced_at,incident_id,reported_at,occurred_at,crime_type,"
@@ -63,7 +64,9 @@ def test_produce_from_jsonl_and_csv_exports(kafka_settings, tmp_path):
         "2026-11-20T09:00:00+09:00,2026-11-19T22:00:00+09:00,arson,13104,西新宿,reported,20-29\n",
         encoding="utf-8",
     )
-    run = cli("produce", "--from", str(csv_path))
+    run = cli(
+        "produce", "--from", str(csv_path), env={"VISITSHARE_NOW": "2026-11-21T00:00:00+09:00"}
+    )
     assert run.returncode == 0, run.stderr
     topic = kafka_settings.topic("incidents.reports.v1")
     (record,) = read_topic(kafka_settings, topic, expected=1)

@@ -8,14 +8,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from consumers.landing import Lander, LandingError, land, landing_status
+from consumers.landing import Lander, land, landing_status
 from producers.publisher import Outgoing, Publisher
 from producers.simulator import SimConfig, Simulator
 from tests.helpers import read_topic, wait_for
-from visitshare import kafka, manifest
 from visitshare.db import engine_for
+from visitshare.landing import manifest
+from visitshare.landing.errors import LandingError
+from visitshare.producing import kafka
+from visitshare.producing.topics import TopicSpec, apply_topics
 from visitshare.settings import Settings
-from visitshare.topics import TopicSpec, apply_topics
 
 VISITS = "visits.outcomes.v1"
 

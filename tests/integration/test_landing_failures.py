@@ -15,14 +15,15 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from consumers.landing import LandingError, land
+from consumers.landing import land
 from producers.publisher import Outgoing, Publisher
 from producers.simulator import SimConfig, Simulator
 from tests.helpers import wait_for
-from visitshare import manifest
 from visitshare.db import dispose_all, engine_for
+from visitshare.landing import manifest
+from visitshare.landing.errors import LandingError
+from visitshare.producing.topics import apply_topics
 from visitshare.settings import Settings
-from visitshare.topics import apply_topics
 
 VISITS = "visits.outcomes.v1"
 

@@ -5,7 +5,7 @@ from collections import defaultdict
 from producers.publisher import CHUNK, Outgoing, Publisher
 from producers.simulator import SimConfig, Simulator
 from tests.helpers import headers, read_topic
-from visitshare.topics import apply_topics
+from visitshare.producing.topics import apply_topics
 
 VISITS = "visits.outcomes.v1"
 

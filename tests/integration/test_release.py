@@ -17,13 +17,19 @@ import pytest
 import sqlalchemy as sa
 
 from consumers.partner_reader import PartnerReader
-from tests.helpers import personal_values, validated_zone
-from visitshare import release, shared
-from visitshare.anonymize import shared_quasi_identifiers
+from tests.helpers import first_landed_schema, personal_values, validated_zone
+from visitshare.access.errors import PartnerError
+from visitshare.access.export import pull
 from visitshare.db import engine_for
-from visitshare.keys import PseudonymKeyError
-from visitshare.partners import PartnerError, pull
-from visitshare.release import ReleaseError, get_release, publish, read_table
+from visitshare.db.tables import releases as release_table
+from visitshare.release import shared
+from visitshare.release.anonymize import shared_quasi_identifiers
+from visitshare.release.build import build_shard
+from visitshare.release.errors import PseudonymKeyError, ReleaseError
+from visitshare.release.plan import plan as plan_release
+from visitshare.release.publish import finalize, publish
+from visitshare.release.releases import get_release, read_table
+from visitshare.release.retention import expire_releases
 from visitshare.settings import Settings
 
 
@@ -67,7 +73,7 @@ def test_release_has_no_personal_data_and_is_k_anonymous(settings, contracts):
     }
     assert pulled["police"][0] == 1
 
-    texts = _texts_under(settings.warehouse)  # Iceberg data and metadata files
+    texts = _texts_under(shared.warehouse(settings))  # Iceberg data and metadata files
     texts |= _texts_under(settings.reports_dir / "releases")
     texts |= _texts_under(settings.var / "exports")
     with engine_for(settings).connect() as conn:
@@ -77,7 +83,7 @@ def test_release_has_no_personal_data_and_is_k_anonymous(settings, contracts):
                 [list(r) for r in rows], ensure_ascii=False, default=str
             )
         texts["releases"] = json.dumps(
-            [list(r) for r in conn.execute(sa.select(release.releases))], default=str
+            [list(r) for r in conn.execute(sa.select(release_table))], default=str
         )
     assert any("/data/" in p and p.endswith(".parquet") for p in texts)
     leaks = [(p, s) for p, text in texts.items() for s in secret if s in text]
@@ -172,17 +178,17 @@ def test_rerun_does_not_duplicate_and_reader_keeps_its_release(settings, contrac
 
 def test_a_retried_finalize_returns_its_release_instead_of_a_second(settings, contracts):
     validated_zone(settings, contracts, days=2, seed=19)
-    plan = release.plan(settings)
-    results = [release.build_shard(settings, plan, s.index) for s in plan.shards]
-    first = release.finalize(settings, plan, results)
-    again = release.finalize(settings, plan, results)  # e.g. Airflow retrying the task
+    plan = plan_release(settings)
+    results = [build_shard(settings, plan, s.index) for s in plan.shards]
+    first = finalize(settings, plan, results)
+    again = finalize(settings, plan, results)  # e.g. Airflow retrying the task
     assert again.release_id == first.release_id == 1
     assert (
         _sql_rows(settings, "shared_outcomes_town_month")
         == first.tables["outcomes_town_month"]["rows"]
     )
     with engine_for(settings).connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(release.releases)).scalar() == 1
+        assert conn.execute(sa.select(sa.func.count()).select_from(release_table)).scalar() == 1
 
 
 def test_retention_expires_old_releases_but_never_the_latest(settings, contracts):
@@ -190,7 +196,7 @@ def test_retention_expires_old_releases_but_never_the_latest(settings, contracts
     publish(settings)
     publish(settings, force=True)
     later = datetime.now(UTC) + timedelta(days=settings.release_retention_days + 1)
-    assert release.expire_releases(settings, later) == [1]
+    assert expire_releases(settings, later) == [1]
     with pytest.raises(ReleaseError, match="release 1 expired"):
         get_release(settings, 1)
     assert _sql_rows(settings, "shared_outcomes_town_month", 1) == 0
@@ -223,7 +229,7 @@ def test_bad_input_publishes_nothing(settings, contracts, monkeypatch):
     assert get_release(settings, "latest").id == 1
     assert not any((settings.lake / "staging").glob("*/*"))
     with engine_for(settings).connect() as conn:
-        assert conn.execute(sa.select(sa.func.count()).select_from(release.releases)).scalar() == 1
+        assert conn.execute(sa.select(sa.func.count()).select_from(release_table)).scalar() == 1
 
 
 def test_notice_on_releases_topic_and_partner_reader_pulls_once(kafka_settings, contracts):
@@ -242,7 +248,7 @@ def test_notice_on_releases_topic_and_partner_reader_pulls_once(kafka_settings, 
 
 
 def test_publishing_on_postgres_with_row_level_security(settings, contracts, pg_url):
-    from visitshare.access import apply
+    from visitshare.access.rls import apply
 
     pg = Settings(home=settings.home, database_url=pg_url)
     validated_zone(pg, contracts, days=2, seed=17)
@@ -308,3 +314,21 @@ def test_concurrent_reader_thread_sees_whole_releases(settings, contracts):
     assert {rid for rid, _, _ in seen} <= {1, 2} and seen
     assert all(rows == declared for _, rows, declared in seen)
     assert all(rows == expected[1] for rid, rows, _ in seen if rid == 1)
+
+
+def test_a_database_of_the_first_landed_version_is_upgraded_and_publishes(settings, contracts):
+    """Regression (schema drift): an old database without `releases.plan_token` used to break
+    `finalize`; opening it now migrates it, and publishing and retrying work."""
+    settings.var.mkdir(parents=True, exist_ok=True)
+    old = sa.create_engine(settings.db_url)
+    first_landed_schema(old)
+    with old.connect() as conn:
+        assert "plan_token" not in {c["name"] for c in sa.inspect(conn).get_columns("releases")}
+    old.dispose()
+    validated_zone(settings, contracts, days=2, seed=4)
+    published = publish(settings)
+    assert published is not None and published.release_id == 1
+    assert publish(settings) is None  # nothing new: the fingerprint in the new schema holds
+    with engine_for(settings).connect() as conn:
+        token = conn.execute(sa.select(release_table.c.plan_token)).scalar()
+    assert token

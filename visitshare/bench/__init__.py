@@ -1,4 +1,4 @@
-"""Benchmarks: each measures ours and its baseline in one run and reports as DESIGN §8.
+"""Benchmarks: each measures ours and its baseline in one run (format: benchmarks/README.md).
 
 A benchmark reports; it does not judge: missing the target still exits 0.
 """
@@ -10,12 +10,12 @@ import os
 import platform
 import resource
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psutil
 
+from visitshare.clock import SYSTEM_CLOCK
 from visitshare.settings import Settings
 
 
@@ -67,7 +67,8 @@ class BenchResult:
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """When a benchmark started: benchmarks measure the real machine, so the system clock."""
+    return SYSTEM_CLOCK.now().isoformat(timespec="seconds")
 
 
 def peak_rss_mb(children: bool = False) -> float:

@@ -24,13 +24,13 @@ from pathlib import Path
 from kafka import TopicPartition
 
 from producers.publisher import Outgoing, Publisher
-from visitshare import kafka
 from visitshare.bench import BenchResult, now_iso
 from visitshare.bench.produce import visit_events
-from visitshare.broker import ensure_broker
 from visitshare.contracts import ContractRegistry
+from visitshare.producing import kafka
+from visitshare.producing.broker import ensure_broker
+from visitshare.producing.topics import TopicSpec, apply_topics
 from visitshare.settings import Settings
-from visitshare.topics import TopicSpec, apply_topics
 
 PARTITIONS = 6
 UNIQUE_EVENTS = 100_000
@@ -65,7 +65,8 @@ def fill(settings: Settings, topic: str, messages: int, say: Callable[[str], Non
 
 def _child(kind: str, topic: str, messages: int, home: str) -> dict:
     """Runs in a fresh process: one landing (ours) or one read loop (raw); returns figures."""
-    from consumers.landing import land, peak_rss_mb
+    from consumers.landing import land
+    from visitshare.processes import peak_rss_mb
 
     prefix = topic.removesuffix("visits.outcomes.v1")
     settings = Settings().model_copy(update={"home": Path(home), "topic_prefix": prefix})

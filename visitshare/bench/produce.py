@@ -15,12 +15,12 @@ from collections.abc import Callable
 
 from producers.publisher import Outgoing, Publisher
 from producers.simulator import SimConfig, Simulator
-from visitshare import kafka
 from visitshare.bench import BenchResult, now_iso, peak_rss_mb
-from visitshare.broker import ensure_broker
 from visitshare.contracts import ContractRegistry
+from visitshare.producing import kafka
+from visitshare.producing.broker import ensure_broker
+from visitshare.producing.topics import apply_topics, declared_topics
 from visitshare.settings import Settings
-from visitshare.topics import apply_topics, declared_topics
 
 BENCH_PREFIX = "bench."
 
@@ -32,8 +32,9 @@ def visit_events(contracts: ContractRegistry, n: int, seed: int) -> list[dict]:
         SimConfig(days=days, municipalities=("all",), seed=seed, datasets=("visit_outcome",)),
         contracts,
     )
-    events = []
+    events: list[dict] = []
     for e in sim.events():
+        assert isinstance(e.payload, dict)  # bad_rate 0: every event is a decoded dict
         events.append(e.payload)
         if len(events) == n:
             return events

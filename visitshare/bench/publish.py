@@ -4,7 +4,7 @@ Setup (not timed): a year of simulated events for all of Tokyo (about 2M visits 
 incidents) written into a raw zone with landing's code and validated with our validation.
 The validated zone is kept under var/bench/publish-work/ for reruns with the same days.
 Measured, each in a fresh child process, alternating:
-- ours: `release.publish` (plan, shards in `publish_workers` processes, privacy gate,
+- ours: `release.publish.publish` (plan, shards in `publish_workers` processes, privacy gate,
   Iceberg + SQL tables, releases row) with `--force`, so every round publishes;
 - copy floor: read every validated file and write it back with pyarrow, one process.
 """
@@ -24,14 +24,15 @@ from visitshare.settings import Settings
 
 
 def _child(kind: str, home: str) -> dict:
-    from consumers.landing import peak_rss_mb
+    from visitshare.processes import peak_rss_mb
 
     settings = Settings().model_copy(update={"home": Path(home), "topic_prefix": ""})
     if kind == "ours":
-        from visitshare import release
+        from visitshare.release.publish import publish
 
         started = time.perf_counter()
-        published = release.publish(settings, force=True)
+        published = publish(settings, force=True)
+        assert published is not None  # forced: a release is always built
         seconds = time.perf_counter() - started
         rows = sum(d.rows_in for d in published.report.datasets)
         children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
@@ -47,7 +48,7 @@ def _child(kind: str, home: str) -> dict:
         import sqlalchemy as sa
 
         from visitshare.db import engine_for
-        from visitshare.quality.records import curated_files
+        from visitshare.db.tables import curated_files
 
         with engine_for(settings).connect() as conn:
             paths = (
@@ -90,7 +91,10 @@ def validated_zone(settings: Settings, days: int, say: Callable[[str], None]) ->
     t0 = time.perf_counter()
     counts = build_raw_zone(bench, days, say)
     say(f"raw zone ready in {time.perf_counter() - t0:.0f} s: {counts}; validating ...")
-    runs = {d: validate(bench, d).summary() for d in ("visit_outcome", "incident_report")}
+    runs = {
+        d: validate(bench, d).summary().model_dump(mode="json")
+        for d in ("visit_outcome", "incident_report")
+    }
     marker.write_text(json.dumps({"raw": counts, "validation": runs}, default=str))
     say(f"validated zone ready in {time.perf_counter() - t0:.0f} s")
     return home

@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from visitshare.bench import BenchResult, now_iso, run_child
 from visitshare.settings import Settings
@@ -38,10 +39,10 @@ def write_raw_files(
     from kafka.consumer.fetcher import ConsumerRecord
 
     from consumers.landing import Lander
-    from consumers.rawfile import complete_table, file_name, kafka_batch, partition_dir
-    from visitshare import manifest
     from visitshare.db import engine_for
-    from visitshare.lakefs import write_parquet
+    from visitshare.landing import manifest, zones
+    from visitshare.landing.files import write_parquet
+    from visitshare.landing.rawfile import complete_table, kafka_batch
 
     engine = engine_for(settings)
     topic_id = "00000000-0000-4000-8000-" + topic.encode().hex()[:12].ljust(12, "0")
@@ -70,13 +71,23 @@ def write_raw_files(
     kafka = pa.Table.from_batches([kafka_batch(topic, partition, records)])
     table = complete_table(kafka, Lander(settings).decoder(topic))
     last = first + len(values) - 1
-    path = partition_dir(settings.lake, topic, partition) / file_name(first, last, topic_id)
+    path = settings.lake / zones.raw_file(topic, partition, first, last, topic_id)
     nbytes, digest = write_parquet(table, path)
     rel = path.relative_to(settings.lake).as_posix()
     manifest.record_file(
         engine,
         manifest.RawFile(
-            topic, topic_id, partition, first, last, len(values), nbytes, digest, rel, "bench"
+            topic,
+            topic_id,
+            partition,
+            first,
+            last,
+            len(values),
+            nbytes,
+            digest,
+            rel,
+            "bench",
+            settings.clock.now(),
         ),
     )
 
@@ -85,9 +96,10 @@ def build_raw_zone(settings: Settings, days: int, say: Callable[[str], None]) ->
     """A year (or `days`) of Tokyo in the raw zone; returns rows per topic."""
     from kafka.partitioner.default import murmur2
 
-    from producers.publisher import DLQ_SUFFIX, Outgoing, Publisher
+    from producers.publisher import Outgoing, Publisher
     from producers.simulator import SimConfig, Simulator
     from visitshare.contracts import ContractRegistry
+    from visitshare.producing.topics import is_dlq
 
     contracts = ContractRegistry.load(settings.contracts_dir)
     sim = Simulator(
@@ -100,7 +112,7 @@ def build_raw_zone(settings: Settings, days: int, say: Callable[[str], None]) ->
     with Publisher(settings, contracts) as pub:  # prepare() only: validation + serialization
         for event in sim.events():
             rec = pub.prepare(Outgoing(event.dataset, event.payload))
-            dlq = rec.topic.endswith(DLQ_SUFFIX)
+            dlq = is_dlq(rec.topic)
             p = (
                 0
                 if dlq or rec.key is None
@@ -120,7 +132,7 @@ def build_raw_zone(settings: Settings, days: int, say: Callable[[str], None]) ->
 
 def _child(kind: str, home: str) -> dict:
     """In a fresh process: one validation of both datasets (ours) or the copy floor."""
-    from consumers.landing import peak_rss_mb
+    from visitshare.processes import peak_rss_mb
 
     settings = Settings().model_copy(update={"home": Path(home)})
     if kind == "ours":
@@ -131,8 +143,8 @@ def _child(kind: str, home: str) -> dict:
         runs = [v.run() for v in validators]
         seconds = time.perf_counter() - started
         rows = sum(r.rows_in for r in runs)
-        detail = {r.dataset: r.summary() for r in runs}
-        workers = {}
+        detail: dict[str, Any] = {r.dataset: r.summary().model_dump(mode="json") for r in runs}
+        workers: dict[int, float] = {}
         for v in validators:
             for pid, mb in v.worker_peak_rss_mb.items():
                 workers[pid] = max(workers.get(pid, 0), mb)
@@ -143,8 +155,8 @@ def _child(kind: str, home: str) -> dict:
     else:
         import pyarrow.parquet as pq
 
-        from visitshare import manifest
         from visitshare.db import engine_for
+        from visitshare.landing import manifest
 
         files = manifest.files(engine_for(settings))
         out = settings.var / "copy"

@@ -10,6 +10,7 @@ from visitshare.contracts.model import (
     FieldSpec,
     FieldType,
     PiiClass,
+    dataset_names,
     load_contract,
 )
 from visitshare.contracts.validator import EventValidator, Reason, Violation
@@ -26,6 +27,7 @@ __all__ = [
     "Reason",
     "Violation",
     "arrow_schema",
+    "dataset_names",
     "json_schema",
     "load_contract",
     "parse_timestamp",

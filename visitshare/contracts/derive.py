@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 
-from visitshare import geography
+from visitshare.contracts import geography
 from visitshare.contracts.formats import TIMESTAMP_PATTERN
 from visitshare.contracts.model import Contract, Domain, FieldSpec, FieldType
 
@@ -84,7 +84,7 @@ def _json_field(f: FieldSpec) -> dict[str, Any]:
         case FieldType.TIMESTAMP:
             s = {"type": "string", "format": "date-time", "pattern": TIMESTAMP_PATTERN}
         case FieldType.ARRAY:
-            s = {"type": "array", "items": {"enum": f.items.enum}, "uniqueItems": True}
+            s = {"type": "array", "items": {"enum": f.item_values}, "uniqueItems": True}
     if f.enum:
         s["enum"] = f.enum
     if f.pattern:

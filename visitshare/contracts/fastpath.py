@@ -17,8 +17,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from visitshare import geography
 from visitshare.clock import Clock
+from visitshare.contracts import geography
 from visitshare.contracts.formats import TIMESTAMP_RE, UUID_RE
 from visitshare.contracts.model import Contract, Domain, FieldSpec, FieldType
 
@@ -44,7 +44,8 @@ class FastCheck:
             "latest_time": self._latest_time,
         }
         self._clock, self._tolerance = clock, future_tolerance
-        self._latest, self._refresh_at = None, 0.0
+        self._latest: datetime | None = None
+        self._refresh_at = 0.0
         lines = [
             "def check(e):",
             "    if type(e) is not dict or not KNOWN.issuperset(e):",
@@ -73,10 +74,11 @@ class FastCheck:
         only errs towards "maybe future", and then the detailed validator decides.
         """
         now = time.monotonic()
-        if now >= self._refresh_at:
-            self._latest = (self._clock.now() + self._tolerance).astimezone(JST)
+        latest = self._latest
+        if latest is None or now >= self._refresh_at:
+            latest = self._latest = (self._clock.now() + self._tolerance).astimezone(JST)
             self._refresh_at = now + 0.05
-        return self._latest
+        return latest
 
     def _const(self, name: str, value: Any) -> str:
         self.namespace[name] = value
@@ -127,7 +129,7 @@ class FastCheck:
             conds.append("fromiso(v) > latest" if f.not_future else "fromiso(v) is None")
             return conds
         else:  # ARRAY
-            items = self._const(f"ITEMS_{i}", frozenset(f.items.enum))
+            items = self._const(f"ITEMS_{i}", frozenset(f.item_values))
             conds = ["type(v) is not list", f"not {items}.issuperset(v)", "len(set(v)) != len(v)"]
             if f.max_items:
                 conds.insert(1, f"len(v) > {f.max_items}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -9,9 +10,12 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
+
+from visitshare.errors import VisitShareError
 
 
-class ContractError(ValueError):
+class ContractError(VisitShareError, ValueError):
     """A contract file that cannot be used; the message names the file and the field."""
 
 
@@ -147,6 +151,13 @@ class FieldSpec(_Strict):
         return self
 
     @property
+    def item_values(self) -> list[str]:
+        """Allowed values of the items of an array field (the model makes an array field have
+        `items`)."""
+        assert self.items is not None, f"field {self.name!r} is not an array field"
+        return self.items.enum
+
+    @property
     def allowed_values(self) -> list[str] | None:
         """Allowed values of an enum field, or of the items of an array field."""
         if self.items is not None:
@@ -207,13 +218,19 @@ class Contract(_Strict):
                     f"{f.name!r} is listed in disclosure.quasi_identifiers but is not published"
                 )
         towns = [f for f in self.fields if f.domain is Domain.TOKYO_TOWN]
-        if towns and by_name.get("municipality_code", FieldSpec.model_construct()).domain is not (
-            Domain.TOKYO_MUNICIPALITY
-        ):
+        municipality = by_name.get("municipality_code")
+        if towns and (municipality is None or municipality.domain is not Domain.TOKYO_MUNICIPALITY):
             raise ValueError(
                 "a tokyo_town field needs a municipality_code field (tokyo_municipality)"
             )
         return self
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the contract file (releases record which contracts they were made under)."""
+        if self.path is None:
+            raise ContractError(f"{self.id} was not loaded from a file: it has no fingerprint")
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
     @property
     def id(self) -> str:
@@ -234,7 +251,7 @@ class Contract(_Strict):
         return [f for f in self.fields if f.pii in classes]
 
 
-def _describe(error: dict[str, Any], raw: Any) -> str:
+def _describe(error: ErrorDetails, raw: Any) -> str:
     """Render one pydantic error as `field 'x': key: message`, naming fields, not list indexes."""
     loc = list(error["loc"])
     where: list[str] = []
@@ -271,6 +288,12 @@ def load_contract(path: Path) -> Contract:
     if path.name != expected:
         raise ContractError(f"{path}: file name must be {expected} (name and version inside)")
     return contract
+
+
+def dataset_names(directory: Path) -> list[str]:
+    """The datasets that have a contract in `directory`, from the file names alone (no parsing:
+    cheap enough for Airflow to call while parsing a DAG file)."""
+    return sorted({p.name.split(".v", 1)[0] for p in directory.glob("*.v*.yaml")})
 
 
 class ContractRegistry:

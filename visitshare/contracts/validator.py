@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from visitshare import geography
 from visitshare.clock import SYSTEM_CLOCK, Clock
+from visitshare.contracts import geography
 from visitshare.contracts.fastpath import FastCheck
 from visitshare.contracts.formats import UUID_RE, parse_timestamp
 from visitshare.contracts.model import Contract, Domain, FieldSpec, FieldType
@@ -159,7 +159,7 @@ class EventValidator:
             return check_ts
 
         if t is FieldType.ARRAY:
-            allowed_items = frozenset(f.items.enum)
+            allowed_items = frozenset(f.item_values)
             max_items = f.max_items
 
             def check_array(v: Any) -> Violation | None:
@@ -237,7 +237,11 @@ class EventValidator:
         latest = self._clock.now() + self._future_tolerance
         for name in self._future_fields:
             v = event.get(name)
-            if v is not None and parse_timestamp(v) > latest:
+            if v is None:
+                continue
+            ts = parse_timestamp(v)
+            assert ts is not None  # the field checks above passed: it parses
+            if ts > latest:
                 out.append(
                     Violation(Reason.FUTURE_TIMESTAMP, name, f"field {name!r} is in the future")
                 )

@@ -32,6 +32,7 @@ from great_expectations.data_context.types.resource_identifiers import (  # noqa
     ValidationResultIdentifier,
 )
 
+from visitshare.clock import Clock  # noqa: E402
 from visitshare.quality.errors import QualityError  # noqa: E402
 from visitshare.quality.suites import LATEST_PARAMETER, Suite  # noqa: E402
 
@@ -78,8 +79,9 @@ class SuiteRunner:
     frame per rule). On mostly valid data the second pass is small or empty.
     """
 
-    def __init__(self, suite: Suite):
+    def __init__(self, suite: Suite, clock: Clock):
         self.suite = suite
+        self.clock = clock
         self.context = gx.get_context(mode="ephemeral")
         _quiet(self.context)
         asset = self.context.data_sources.add_pandas("raw").add_dataframe_asset(suite.dataset)
@@ -88,7 +90,7 @@ class SuiteRunner:
         self._subsets: dict[tuple[str, ...], object] = {}
 
     def _definition(self, rule_ids: tuple[str, ...]):
-        name = f"{self.suite.dataset}:{len(self.context.suites.all())}"
+        name = f"{self.suite.dataset}:{len(list(self.context.suites.all()))}"
         gx_suite = self.context.suites.add(self.suite.gx_suite(rule_ids, name=name))
         return self.context.validation_definitions.add(
             gx.ValidationDefinition(name=f"validate {name}", data=self.batch, suite=gx_suite)
@@ -101,7 +103,7 @@ class SuiteRunner:
             batch_parameters={"dataframe": frame},
             expectation_parameters={LATEST_PARAMETER: latest_allowed.isoformat()},
             result_format=fmt,
-            run_id=RunIdentifier(run_name=run_name, run_time=dt.datetime.now(dt.UTC)),
+            run_id=RunIdentifier(run_name=run_name, run_time=self.clock.now()),
         )
         for res in result.results:
             if res.exception_info and res.exception_info.get("raised_exception"):
@@ -160,17 +162,18 @@ def redact(result):
 class ReportsSite:
     """The project's GX context (var/gx) and its Data Docs site (var/reports/data_docs)."""
 
-    def __init__(self, gx_dir: Path, docs_dir: Path):
+    def __init__(self, gx_dir: Path, docs_dir: Path, clock: Clock):
         self.docs_dir = docs_dir
+        self.clock = clock
         self.context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
         _quiet(self.context)
-        sites = self.context.get_config().data_docs_sites or {}
+        sites = self.context.config.data_docs_sites or {}  # what get_config() returns, typed
         if SITE not in sites:
             for name in list(sites):
                 self.context.delete_data_docs_site(name)
             self.context.add_data_docs_site(
                 SITE,
-                {
+                {  # type: ignore[typeddict-unknown-key]  # GX's TypedDict lacks SiteBuilder's options
                     "class_name": "SiteBuilder",
                     "show_how_to_buttons": False,
                     "store_backend": {
@@ -190,7 +193,7 @@ class ReportsSite:
         with contextlib.suppress(Exception):  # the suite as it ran replaces an older version
             self.context.suites.delete(suite.name)
         self.context.suites.add(suite.gx_suite())
-        run_time = dt.datetime.now(dt.UTC)
+        run_time = self.clock.now()
         for batch, redacted in results:
             key = ValidationResultIdentifier(
                 expectation_suite_identifier=ExpectationSuiteIdentifier(name=suite.name),

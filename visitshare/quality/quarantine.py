@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -18,10 +18,12 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from visitshare.contracts import PiiClass
-from visitshare.lakefs import remove, write_parquet
+from visitshare.db.tables import curated_files
+from visitshare.landing.files import remove, write_parquet
+from visitshare.producing.topics import is_dlq
 from visitshare.quality.frame import build_frame
 from visitshare.quality.gxrun import ReportsSite, SuiteRunner, redact
-from visitshare.quality.records import RunStatus, ValidationRun, curated_files
+from visitshare.quality.records import RunStatus, ValidationRun
 from visitshare.quality.suites import Severity
 from visitshare.quality.validate import Validator
 from visitshare.settings import Settings
@@ -110,13 +112,13 @@ def rows(
 def release(settings: Settings, dataset: str, reason: str | None = None) -> ValidationRun:
     """Re-validate quarantined rows with the current contract and suite; move those that pass."""
     v = Validator(settings, dataset)
-    started = datetime.now(UTC)
+    started = settings.clock.now()
     run = ValidationRun(
         run_id=v.run_id, dataset=v.dataset, kind="release", status=RunStatus.NOTHING_NEW,
         contract=v.contract.id, suite_version=v.suite.version, started_at=started, finished_at=started,
     )  # fmt: skip
-    runner = SuiteRunner(v.suite)
-    latest = datetime.now(UTC) + timedelta(seconds=settings.future_tolerance_seconds)
+    runner = SuiteRunner(v.suite, settings.clock)
+    latest = settings.clock.now() + timedelta(seconds=settings.future_tolerance_seconds)
     docs = []
     with v.engine.connect() as conn:
         files = _quarantine_files(conn, v.dataset)
@@ -126,7 +128,7 @@ def release(settings: Settings, dataset: str, reason: str | None = None) -> Vali
         candidate = np.array(
             [
                 (reason is None or reason in rs) and not any(r.startswith(KEEP_REASONS) for r in rs)
-                and not t.endswith(".dlq")
+                and not is_dlq(t)
                 for rs, t in zip(reasons, table.column("kafka_topic").to_pylist(), strict=True)
             ],
             bool,
@@ -137,7 +139,7 @@ def release(settings: Settings, dataset: str, reason: str | None = None) -> Vali
         frame = build_frame(table.take(pa.array(idx)), v.contract)
         outcomes, gx_result = runner.run(frame, latest, f"{v.run_id}/{f['batch']}")
         docs.append((f"release-{f['batch']}", redact(gx_result).to_json_dict()))
-        new_reasons = {int(i): [] for i in idx}
+        new_reasons: dict[int, list[str]] = {int(i): [] for i in idx}
         for rule in v.suite.rules:
             if rule.severity is Severity.ERROR:
                 for row_id in outcomes[rule.rule_id].failing_rows:
@@ -169,17 +171,17 @@ def release(settings: Settings, dataset: str, reason: str | None = None) -> Vali
     if run.rows_in:
         run.status = RunStatus.QUARANTINED if run.quarantined else RunStatus.PASSED
         run.data_docs = str(
-            ReportsSite(settings.gx_dir, settings.reports_dir / "data_docs").publish(
-                v.suite, docs, v.run_id
-            )
+            ReportsSite(
+                settings.gx_dir, settings.reports_dir / "data_docs", settings.clock
+            ).publish(v.suite, docs, v.run_id)
         )
-    run.finished_at = datetime.now(UTC)
+    run.finished_at = settings.clock.now()
     v._record(run)
     return run
 
 
 def _commit_release(v: Validator, f, remaining: pa.Table, written: list[dict]) -> None:
-    now = datetime.now(UTC)
+    now = v.clock.now()
     path = v.lake / f["path"]
     if remaining.num_rows:
         nbytes, digest = write_parquet(

@@ -12,67 +12,8 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
 
-import sqlalchemy as sa
 from pydantic import BaseModel, Field
-
-from visitshare.db import metadata
-
-validated_raw_files = sa.Table(
-    "validated_raw_files",
-    metadata,
-    sa.Column("raw_file_id", sa.Integer, sa.ForeignKey("raw_files.id"), primary_key=True),
-    sa.Column("dataset", sa.String(64), nullable=False, index=True),
-    sa.Column("batch", sa.String(64), nullable=False),
-    sa.Column("run_id", sa.String(64), nullable=False),
-)
-
-curated_files = sa.Table(
-    "curated_files",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("dataset", sa.String(64), nullable=False),
-    sa.Column("zone", sa.String(16), nullable=False),  # validated | quarantine | seen
-    sa.Column("path", sa.String(1024), nullable=False, unique=True),  # relative to the lake
-    sa.Column("rows", sa.Integer, nullable=False),
-    sa.Column("bytes", sa.BigInteger, nullable=False),
-    sa.Column("sha256", sa.String(64), nullable=False),
-    sa.Column("batch", sa.String(64), nullable=False),
-    sa.Column("municipality_code", sa.String(8)),
-    sa.Column("month", sa.String(7)),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Index("curated_files_dataset_zone", "dataset", "zone"),
-)
-
-validation_batches = sa.Table(
-    "validation_batches",
-    metadata,
-    sa.Column("dataset", sa.String(64), primary_key=True),
-    sa.Column("batch", sa.String(64), primary_key=True),
-    sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("rows_in", sa.Integer, nullable=False),
-    sa.Column("valid", sa.Integer, nullable=False),
-    sa.Column("quarantined", sa.Integer, nullable=False),
-    sa.Column("duplicates", sa.Integer, nullable=False),
-    sa.Column("source_ranges", sa.JSON, nullable=False),
-)
-
-validation_runs = sa.Table(
-    "validation_runs",
-    metadata,
-    sa.Column("run_id", sa.String(64), primary_key=True),
-    sa.Column("dataset", sa.String(64), nullable=False, index=True),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("rows_in", sa.Integer, nullable=False),
-    sa.Column("valid", sa.Integer, nullable=False),
-    sa.Column("quarantined", sa.Integer, nullable=False),
-    sa.Column("record", sa.JSON, nullable=False),  # the whole ValidationRun
-)
 
 
 class RunStatus(StrEnum):
@@ -126,16 +67,22 @@ class ValidationRun(BaseModel):
         """Every row that came in is valid or quarantined (duplicates are quarantined)."""
         return self.rows_in == self.valid + self.quarantined
 
-    def summary(self) -> dict[str, Any]:
-        return {
-            "run_id": self.run_id,
-            "dataset": self.dataset,
-            "status": self.status.value,
-            "rows_in": self.rows_in,
-            "valid": self.valid,
-            "quarantined": self.quarantined,
-            "duplicates": self.duplicates,
-            "quarantined_by_reason": self.quarantined_by_reason,
-            "source_ranges": self.source_ranges,
-            "data_docs": self.data_docs,
-        }
+    def summary(self) -> ValidationSummary:
+        return ValidationSummary.model_validate(
+            self.model_dump(include=set(ValidationSummary.model_fields))
+        )
+
+
+class ValidationSummary(BaseModel):
+    """A run in brief: what the `validated_<dataset>` asset event and the task log carry."""
+
+    run_id: str
+    dataset: str
+    status: RunStatus
+    rows_in: int
+    valid: int
+    quarantined: int
+    duplicates: int
+    quarantined_by_reason: dict[str, int]
+    source_ranges: dict[str, dict[str, list[int]]]
+    data_docs: str | None

@@ -19,8 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from visitshare import geography
-from visitshare.contracts import Contract, FieldType
+from visitshare.contracts import Contract, FieldType, geography
 from visitshare.contracts.formats import UUID_PATTERN
 from visitshare.contracts.model import Domain
 from visitshare.quality.errors import SuiteError
@@ -242,7 +241,7 @@ def contract_rules(contract: Contract) -> list[Rule]:
                     "expect_column_values_to_match_regex",
                     f"unknown_value:{n}",
                     column=n,
-                    regex=_regex_of_values(f.items.enum),
+                    regex=_regex_of_values(f.item_values),
                 )
             )
             if f.max_items:
@@ -289,7 +288,7 @@ def _hand_written(
             raise SuiteError(f"{where}: meta.rule_id is missing")
         where = f"{path}: rule {meta['rule_id']!r}"
         try:
-            severity = Severity(meta.get("severity"))
+            severity = Severity(meta.get("severity", ""))  # absent: ValueError too
         except ValueError:
             raise SuiteError(f"{where}: severity must be 'error' or 'warning'") from None
         if not meta.get("reason"):

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
 import os
-import threading
 import uuid
 from collections import Counter, defaultdict
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -37,27 +35,29 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from visitshare import manifest
 from visitshare.contracts import Contract, ContractRegistry, arrow_schema
 from visitshare.db import engine_for
-from visitshare.lakefs import remove, write_parquet
-from visitshare.quality.errors import QualityError
-from visitshare.quality.records import (
-    RuleResult,
-    RunStatus,
-    ValidationRun,
+from visitshare.db.tables import (
     curated_files,
     validated_raw_files,
     validation_batches,
     validation_runs,
 )
+from visitshare.landing import manifest, zones
+from visitshare.landing.files import remove, write_parquet
+from visitshare.processes import process_pool
+from visitshare.producing.topics import DLQ_SUFFIX, dataset_topics
+from visitshare.quality.errors import QualityError
+from visitshare.quality.records import RuleResult, RunStatus, ValidationRun
 from visitshare.quality.suites import Severity, Suite, load_suite
 from visitshare.settings import Settings
+
+if TYPE_CHECKING:
+    from visitshare.quality.gxrun import SuiteRunner
 
 log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 10  # failing-row references kept per rule in the run record
-DLQ_SUFFIX = ".dlq"
 HEAVY = ("kafka_key", "kafka_value", "kafka_headers")  # raw columns only quarantine needs
 RawFiles = list[tuple[int, manifest.RawFile]]  # (manifest id, file)
 
@@ -111,10 +111,11 @@ class Validator:
         self.suite: Suite = load_suite(settings.expectations_dir, self.contract)
         self.dataset = self.contract.name
         self.topic = settings.topic(self.contract.topic)
-        self.topics = [self.topic, self.topic + DLQ_SUFFIX]
+        self.topics = dataset_topics(settings, self.contract)
         self.lake = settings.lake
-        self.run_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
-        self._runner = None  # the GX suite runner, created where batches are validated
+        self.clock = settings.clock
+        self.run_id = self.clock.now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+        self._runner: SuiteRunner | None = None  # created where batches are validated
         self.worker_peak_rss_mb: dict[int, float] = {}  # per process that validated batches
         fields = self.contract.field_names
         self._frame_inputs = ["parse_status", *fields]
@@ -150,7 +151,7 @@ class Validator:
 
     # -- one run ----------------------------------------------------------------------------
     def run(self) -> ValidationRun:
-        started = datetime.now(UTC)
+        started = self.clock.now()
         run = ValidationRun(
             run_id=self.run_id, dataset=self.dataset, status=RunStatus.NOTHING_NEW,
             contract=self.contract.id, suite_version=self.suite.version,
@@ -177,9 +178,11 @@ class Validator:
             from visitshare.quality.gxrun import ReportsSite
 
             run.status = RunStatus.QUARANTINED if run.quarantined else RunStatus.PASSED
-            site = ReportsSite(self.settings.gx_dir, self.settings.reports_dir / "data_docs")
+            site = ReportsSite(
+                self.settings.gx_dir, self.settings.reports_dir / "data_docs", self.clock
+            )
             run.data_docs = str(site.publish(self.suite, docs, self.run_id))
-        run.finished_at = datetime.now(UTC)
+        run.finished_at = self.clock.now()
         if not run.reconciles:  # pragma: no cover - a bug; refuse to record it as fine
             raise QualityError(
                 f"counts do not reconcile: {run.rows_in} in, {run.valid} valid, {run.quarantined} quarantined"
@@ -191,14 +194,7 @@ class Validator:
         workers = min(self.settings.quality_workers, len(plans))
         if workers <= 1:
             return [self.process(plan) for plan in plans]
-        # Fork when this process runs no other thread (fast: nothing to import again).
-        ctx = multiprocessing.get_context("fork" if threading.active_count() == 1 else "spawn")
-        with ProcessPoolExecutor(
-            workers,
-            mp_context=ctx,
-            initializer=_init_worker,
-            initargs=(self.settings, self.dataset),
-        ) as pool:
+        with process_pool(workers, _init_worker, (self.settings, self.dataset)) as pool:
             return list(pool.map(_process_in_worker, plans))
 
     # -- duplicates, decided up front -------------------------------------------------------------
@@ -309,9 +305,9 @@ class Validator:
         checked = np.flatnonzero(~is_dlq & decoded & ~plan.duplicate)
         if len(checked):
             frame = build_frame(_rows(raw.select(self._frame_inputs), checked), self.contract)
-            latest = datetime.now(UTC) + timedelta(seconds=self.settings.future_tolerance_seconds)
+            latest = self.clock.now() + timedelta(seconds=self.settings.future_tolerance_seconds)
             if self._runner is None:
-                self._runner = SuiteRunner(self.suite)
+                self._runner = SuiteRunner(self.suite, self.clock)
             outcomes, gx_result = self._runner.run(frame, latest, f"{self.run_id}/{plan.name}")
             del frame
             for rule in self.suite.rules:
@@ -346,7 +342,7 @@ class Validator:
             result.quarantined_by_reason.update(reasons[i])
         if result.rows_in != result.valid + result.quarantined:  # pragma: no cover - a bug
             raise QualityError(f"batch {plan.name}: counts do not reconcile")
-        from consumers.landing import peak_rss_mb
+        from visitshare.processes import peak_rss_mb
 
         result.pid, result.peak_rss_mb = os.getpid(), peak_rss_mb()
         log.info(
@@ -380,7 +376,7 @@ class Validator:
         out = []
         for start, end in zip(starts, np.r_[starts[1:], len(keys)], strict=True):
             code, ym = keys[start].split("/")
-            rel = f"validated/{self.dataset}/municipality_code={code}/month={ym}/{batch}.parquet"
+            rel = zones.validated_file(self.dataset, code, ym, batch).as_posix()
             part = table.slice(start, end - start)
             nbytes, digest = write_parquet(part, self.lake / rel)
             out.append(_file("validated", rel, part.num_rows, nbytes, digest, code, ym))
@@ -389,7 +385,7 @@ class Validator:
     def _write_quarantine(self, batch: str, rows: pa.Table, reasons, rule_ids) -> list[dict]:
         table = rows.append_column("reasons", pa.array(reasons, pa.list_(pa.string())))
         table = table.append_column("rules", pa.array(rule_ids, pa.list_(pa.string())))
-        rel = f"quarantine/{self.dataset}/{batch}.parquet"
+        rel = zones.quarantine_file(self.dataset, batch).as_posix()
         nbytes, digest = write_parquet(
             table, self.lake / rel, {"zone": "quarantine", "contract": self.contract.id}
         )
@@ -400,10 +396,10 @@ class Validator:
         """The batch becomes part of the zones: its files, its raw files, its event ids."""
         written = list(result.written)
         if len(plan.first_ids):
-            rel = f"state/seen/{self.dataset}/{plan.name}.parquet"
+            rel = zones.seen_ids_file(self.dataset, plan.name).as_posix()
             nbytes, digest = write_parquet(pa.table({"event_id": plan.first_ids}), self.lake / rel)
             written.append(_file("seen", rel, len(plan.first_ids), nbytes, digest))
-        now = datetime.now(UTC)
+        now = self.clock.now()
         this_batch = (curated_files.c.dataset == self.dataset) & (
             curated_files.c.batch == plan.name
         )
@@ -473,13 +469,11 @@ _worker: Validator | None = None
 
 def _init_worker(settings: Settings, dataset: str) -> None:
     global _worker
-    from visitshare.db import forget_engines
-
-    forget_engines()  # a forked worker must not share the parent's database connections
     _worker = Validator(settings, dataset)
 
 
 def _process_in_worker(plan: BatchPlan) -> BatchResult:
+    assert _worker is not None, "the pool initializer sets it"
     return _worker.process(plan)
 
 

@@ -8,9 +8,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from producers.simulator import BAD_KINDS, SimConfig, Simulator
-from visitshare import geography
 from visitshare.clock import FixedClock
-from visitshare.contracts import EventValidator
+from visitshare.contracts import EventValidator, geography
 
 # One fixed clock for the simulator and the validators that check its events: "future
 # timestamp" events are built from now, and judged against now.

@@ -1,3 +1,5 @@
+from datetime import UTC, datetime
+
 import pytest
 from pydantic import ValidationError
 
@@ -40,3 +42,22 @@ def test_a_copy_with_another_home_moves_every_path(settings, tmp_path):
     other = settings.model_copy(update={"home": tmp_path / "elsewhere"})
     assert other.var == (tmp_path / "elsewhere").resolve()
     assert other.lake == other.var / "lake" and str(other.var) in other.db_url
+
+
+def test_now_freezes_the_clock_every_component_reads(monkeypatch):
+    monkeypatch.setenv("VISITSHARE_NOW", "2031-02-03T04:05:06+09:00")
+    clock = Settings().clock
+    assert clock.now() == datetime(2031, 2, 2, 19, 5, 6, tzinfo=UTC)
+    assert clock.now().tzinfo is not None
+
+
+def test_without_now_the_clock_is_the_system_clock():
+    before = datetime.now(UTC)
+    now = Settings().clock.now()
+    assert before <= now <= datetime.now(UTC)
+
+
+def test_a_naive_now_is_refused(monkeypatch):
+    monkeypatch.setenv("VISITSHARE_NOW", "2031-02-03T04:05:06")
+    with pytest.raises(ValidationError, match="timezone"):
+        Settings()

@@ -16,7 +16,7 @@ def test_both_contracts_load_with_every_design_field(contracts):
     incident = contracts.get("incident_report")
     assert visit.id == "visit_outcome.v1" and visit.topic == "visits.outcomes.v1"
     assert incident.id == "incident_report.v1" and incident.topic == "incidents.reports.v1"
-    # DESIGN §3 sketches
+    # The design sketches
     for name in ("visit_id", "household_id", "resident_name", "phone", "address_line",
                  "municipality_code", "town", "visited_at", "outcome", "residents_count",
                  "elderly_only", "vulnerabilities", "recommendations", "materials", "concerns",

@@ -7,7 +7,7 @@ import sqlalchemy as sa
 from producers.simulator import SimConfig, Simulator
 from tests.helpers import land_values, personal_values
 from visitshare.db import engine_for
-from visitshare.quality.records import validation_runs
+from visitshare.db.tables import validation_runs
 from visitshare.quality.validate import validate
 
 

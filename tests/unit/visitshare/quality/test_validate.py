@@ -185,7 +185,7 @@ def test_a_rerun_reproduces_the_same_files(module_settings, validated):
     import sqlalchemy as sa
 
     from visitshare.db import engine_for
-    from visitshare.quality.records import curated_files
+    from visitshare.db.tables import curated_files
 
     def files():
         with engine_for(settings).connect() as conn:

@@ -1,0 +1,538 @@
+"""Disclosure control: pseudonyms, the shareable form of rows, k-anonymity, cell suppression."""
+
+import hashlib
+import hmac
+import re
+from collections import Counter
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+
+from visitshare.contracts import ContractError, load_contract
+from visitshare.quality.validate import validated_schema
+from visitshare.release.anonymize import (
+    PRIMARY,
+    SECONDARY,
+    anonymize,
+    generalizable,
+    k_anonymize,
+    pseudonymize,
+    shared_name,
+    shared_quasi_identifiers,
+    suppress_cells,
+)
+from visitshare.release.errors import DisclosureError
+from visitshare.settings import REPO_ROOT
+
+SCHEMAS = REPO_ROOT / "schemas"
+JST = timezone(timedelta(hours=9))
+KEY = b"test-key-0123456789abcdef-0123456"
+P, S = PRIMARY, SECONDARY
+
+
+def visit_row(**changes) -> dict:
+    """A validated visit row with real-looking personal data."""
+    row = {
+        "event_id": "0b7e6f2e-8d7f-4c0f-9a49-6a3c1f0f2a11",
+        "schema_version": 1,
+        "produced_at": datetime(2026, 11, 2, 0, 5, tzinfo=JST),
+        "visit_id": "V-13104-AB12CD34",
+        "household_id": "HH-13104-0001-00001",
+        "resident_name": "山田 太郎",
+        "phone": "03-1234-5678",
+        "address_line": "東京都新宿区西新宿2-8-1 メゾン西新宿101号室",
+        "municipality_code": "13104",
+        "town": "西新宿",
+        # 23:30 in Tokyo on 1 November is 14:30 UTC the same day; 00:30 on the 2nd is the 1st in UTC
+        "visited_at": datetime(2026, 11, 1, 23, 30, tzinfo=JST),
+        "koban_id": "13104-K01",
+        "officer_id": "P123456",
+        "outcome": "completed",
+        "residents_count": 2,
+        "elderly_only": True,
+        "vulnerabilities": ["weak_door_lock"],
+        "recommendations": ["install_secondary_lock"],
+        "materials": ["leaflet_burglary"],
+        "workshop_invited": False,
+        "concerns": ["burglary"],
+        "follow_up_requested": False,
+        "satisfaction": 4,
+        "notes": "山田さん宅、090-1111-2222 に折り返し",
+        "source_topic": "visits.outcomes.v1",
+        "source_partition": 0,
+        "source_offset": 0,
+    }
+    row.update(changes)
+    return row
+
+
+def incident_row(**changes) -> dict:
+    row = {
+        "event_id": "1c8f7a3f-9e8a-4d1a-8b5a-7b4d2a1a3b22",
+        "schema_version": 1,
+        "produced_at": datetime(2026, 12, 2, 12, 0, tzinfo=JST),
+        "incident_id": "I-13104-00ABCDEF12",
+        # 00:30 on 1 December in Tokyo is still 30 November in UTC
+        "reported_at": datetime(2026, 12, 1, 0, 30, tzinfo=JST),
+        # 08:00 on 1 November in Tokyo is 31 October (23:00) in UTC
+        "occurred_at": datetime(2026, 11, 1, 8, 0, tzinfo=JST),
+        "crime_type": "bicycle_theft",
+        "municipality_code": "13104",
+        "town": "西新宿",
+        "latitude": 35.6896,
+        "longitude": 139.6921,
+        "address_line": "東京都新宿区西新宿2-8-1",
+        "victim_household_id": "HH-13104-0001-00001",
+        "victim_age_band": "30-39",
+        "status": "reported",
+        "narrative": "山田 太郎さんの自転車が盗まれた。連絡先 090-1111-2222",
+        "source_topic": "incidents.reports.v1",
+        "source_partition": 0,
+        "source_offset": 0,
+    }
+    row.update(changes)
+    return row
+
+
+def table(contract, rows) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=validated_schema(contract))
+
+
+# -- pseudonymize ----------------------------------------------------------------------------------
+def test_pseudonym_is_keyed_hmac_hex_and_deterministic():
+    ids = pa.array(["HH-13104-0001-00001", "HH-13104-0001-00002", "HH-13104-0001-00001"])
+    first = pseudonymize(ids, KEY, "household").to_pylist()
+    again = pseudonymize(ids, KEY, "household").to_pylist()
+    assert first == again
+    assert first[0] == first[2] != first[1]
+    # by hand: HMAC-SHA-256(key, "household:" + id), first 32 hex characters
+    expected = hmac.new(KEY, b"household:HH-13104-0001-00001", hashlib.sha256).hexdigest()[:32]
+    assert first[0] == expected
+    for pseudonym, value in zip(first, ids.to_pylist(), strict=True):
+        assert re.fullmatch(r"[0-9a-f]{32}", pseudonym)
+        assert value not in pseudonym and value.split("-")[-1] not in pseudonym
+
+
+def test_pseudonym_depends_on_key_and_namespace():
+    ids = pa.array(["HH-13104-0001-00001"])
+    base = pseudonymize(ids, KEY, "household").to_pylist()
+    assert pseudonymize(ids, b"another-key", "household").to_pylist() != base
+    assert pseudonymize(ids, KEY, "visit").to_pylist() != base
+
+
+def test_same_household_in_two_tables_gets_one_pseudonym():
+    visits = pa.chunked_array([["HH-13104-0001-00001"], ["HH-13104-0001-00002"]])
+    incidents = pa.array([None, "HH-13104-0001-00002", "HH-13104-0001-00001"])
+    v = pseudonymize(visits, KEY, "household").to_pylist()
+    i = pseudonymize(incidents, KEY, "household").to_pylist()
+    assert i == [None, v[1], v[0]]
+
+
+def test_nulls_stay_null():
+    out = pseudonymize(pa.array([None, "HH-13104-0001-00001", None]), KEY, "household")
+    assert out.type == pa.string()
+    assert out.null_count == 2 and out.to_pylist()[0] is None and out.to_pylist()[2] is None
+    assert pseudonymize(pa.array([None], pa.string()), KEY, "household").to_pylist() == [None]
+
+
+# -- shared names ----------------------------------------------------------------------------------
+def test_shared_names_and_quasi_identifiers(contracts):
+    visits, incidents = contracts.get("visit_outcome"), contracts.get("incident_report")
+    assert shared_name(visits.field("household_id")) == "household_pseudonym"
+    assert shared_name(visits.field("visited_at")) == "visited_date"
+    assert shared_name(incidents.field("occurred_at")) == "occurred_month"
+    assert shared_name(incidents.field("victim_household_id")) == "victim_household_pseudonym"
+    assert shared_name(visits.field("town")) == "town"
+    assert generalizable(visits) == generalizable(incidents) == "town"
+    assert shared_quasi_identifiers(visits) == [
+        "municipality_code",
+        "town",
+        "visited_date",
+        "residents_count",
+        "elderly_only",
+    ]
+    assert shared_quasi_identifiers(incidents) == [
+        "municipality_code",
+        "town",
+        "occurred_month",
+        "reported_month",
+        "crime_type",
+        "victim_age_band",
+    ]
+
+
+# -- anonymize: visits -----------------------------------------------------------------------------
+VISIT_PII = [
+    "山田 太郎",
+    "03-1234-5678",
+    "東京都新宿区西新宿2-8-1 メゾン西新宿101号室",
+    "HH-13104-0001-00001",
+    "V-13104-AB12CD34",
+    "P123456",
+    "090-1111-2222",
+    "0b7e6f2e-8d7f-4c0f-9a49-6a3c1f0f2a11",
+]
+
+
+@pytest.fixture
+def anonymized_visits(contracts):
+    contract = contracts.get("visit_outcome")
+    rows = [
+        visit_row(concerns=["burglary", "stalking", "domestic_violence"], residents_count=9),
+        visit_row(
+            household_id="HH-13104-0001-00002",
+            visit_id="V-13104-XY98ZW76",
+            resident_name="佐藤 花子",
+            phone="090-9876-5432",
+            visited_at=datetime(2026, 11, 2, 0, 30, tzinfo=JST),
+            residents_count=5,
+            concerns=["stalking", "elderly_isolation"],
+        ),
+        visit_row(residents_count=3, concerns=None, outcome="not_home", satisfaction=None),
+    ]
+    return anonymize(table(contract, rows), contract, KEY)
+
+
+def test_anonymized_visits_have_exactly_the_shared_columns(anonymized_visits):
+    out, _ = anonymized_visits
+    assert out.column_names == [
+        "household_pseudonym",
+        "municipality_code",
+        "town",
+        "visited_date",
+        "koban_id",
+        "outcome",
+        "residents_count",
+        "elderly_only",
+        "vulnerabilities",
+        "recommendations",
+        "materials",
+        "workshop_invited",
+        "concerns",
+        "follow_up_requested",
+        "satisfaction",
+    ]
+    text = str(out.to_pylist())
+    assert [s for s in VISIT_PII if s in text] == []
+
+
+def test_visited_date_is_the_tokyo_day(anonymized_visits):
+    out, _ = anonymized_visits
+    assert out.schema.field("visited_date").type == pa.date32()
+    # 2026-11-01 23:30+09:00 is 14:30Z on the 1st; 2026-11-02 00:30+09:00 is 15:30Z on the 1st
+    assert out.column("visited_date").to_pylist() == [
+        date(2026, 11, 1),
+        date(2026, 11, 2),
+        date(2026, 11, 1),
+    ]
+
+
+def test_pseudonyms_replace_household_ids(anonymized_visits):
+    out, _ = anonymized_visits
+    hh = out.column("household_pseudonym").to_pylist()
+    assert hh[0] == hh[2] != hh[1]  # rows 0 and 2 are household ...00001
+    assert hh[0] == pseudonymize(pa.array(["HH-13104-0001-00001"]), KEY, "household")[0].as_py()
+
+
+def test_residents_count_capped(anonymized_visits, contracts):
+    out, report = anonymized_visits
+    cap = contracts.get("visit_outcome").field("residents_count").disclosure.cap
+    assert cap == 5
+    # 9 → 5, 5 stays 5, 3 stays 3
+    assert out.column("residents_count").to_pylist() == [5, 5, 3]
+    assert report.capped == ["residents_count ≤ 5"]
+
+
+def test_unknown_residents_count_stays_unknown(contracts):
+    contract = contracts.get("visit_outcome")
+    out, _ = anonymize(table(contract, [visit_row(residents_count=None)]), contract, KEY)
+    assert out.column("residents_count").to_pylist() == [None]
+
+
+def test_sensitive_concerns_removed_from_lists(anonymized_visits, contracts):
+    out, report = anonymized_visits
+    sensitive = contracts.get("visit_outcome").field("concerns").sensitive_values
+    assert set(sensitive) == {"stalking", "domestic_violence"}
+    assert out.column("concerns").to_pylist() == [["burglary"], ["elderly_isolation"], None]
+    # row 0 loses stalking and domestic_violence, row 1 loses stalking: 3 values
+    assert report.sensitive_values_removed == 3
+    assert report.municipality_level_rows == 0  # a list value goes; the row keeps its town
+    assert out.column("town").to_pylist() == ["西新宿"] * 3
+
+
+def test_visit_field_report(anonymized_visits):
+    _, report = anonymized_visits
+    assert sorted(report.dropped) == sorted(
+        [
+            "event_id",
+            "schema_version",
+            "produced_at",
+            "visit_id",
+            "resident_name",
+            "phone",
+            "address_line",
+            "officer_id",
+            "notes",
+        ]
+    )
+    assert report.pseudonymized == ["household_id"]
+    assert report.coarsened == ["visited_at → day"]
+    assert "concerns" in report.kept and "notes" not in report.kept
+
+
+# -- anonymize: incidents --------------------------------------------------------------------------
+@pytest.fixture
+def anonymized_incidents(contracts):
+    contract = contracts.get("incident_report")
+    rows = [
+        incident_row(),
+        incident_row(crime_type="sexual_offence", victim_age_band="80+"),
+        incident_row(crime_type="domestic_violence", victim_age_band="0-19"),
+        incident_row(victim_household_id=None, victim_age_band=None, latitude=None),
+        incident_row(victim_age_band="unknown", town="歌舞伎町"),
+    ]
+    return anonymize(table(contract, rows), contract, KEY)
+
+
+def test_anonymized_incidents_columns(anonymized_incidents):
+    out, report = anonymized_incidents
+    assert out.column_names == [
+        "reported_month",
+        "occurred_month",
+        "crime_type",
+        "municipality_code",
+        "town",
+        "victim_household_pseudonym",
+        "victim_age_band",
+        "status",
+    ]
+    for gone in ("latitude", "longitude", "address_line", "narrative", "incident_id"):
+        assert gone in report.dropped and gone not in out.column_names
+    text = str(out.to_pylist())
+    assert "山田" not in text and "35.6896" not in text and "I-13104" not in text
+
+
+def test_incident_age_banded_and_months_in_tokyo_time(anonymized_incidents):
+    out, report = anonymized_incidents
+    # 30-39 → 20-39, 80+ → 65+, 0-19 → under_20, null stays null, unknown → unknown
+    assert out.column("victim_age_band").to_pylist() == [
+        "20-39",
+        "65+",
+        "under_20",
+        None,
+        "unknown",
+    ]
+    assert report.banded == ["victim_age_band"]
+    # reported 2026-12-01 00:30+09:00 (UTC: Nov 30), occurred 2026-11-01 08:00+09:00 (UTC: Oct 31)
+    assert out.column("reported_month").to_pylist() == ["2026-12"] * 5
+    assert out.column("occurred_month").to_pylist() == ["2026-11"] * 5
+    assert out.schema.field("occurred_month").type == pa.string()
+
+
+def test_sensitive_crimes_lose_their_town(anonymized_incidents):
+    out, report = anonymized_incidents
+    assert out.column("crime_type").to_pylist()[1:3] == ["sexual_offence", "domestic_violence"]
+    assert out.column("town").to_pylist() == ["西新宿", None, None, "西新宿", "歌舞伎町"]
+    assert out.column("municipality_code").to_pylist() == ["13104"] * 5
+    assert report.municipality_level_rows == 2
+
+
+def test_sensitive_incident_town_cannot_be_recovered_through_the_household(contracts):
+    vc, ic = contracts.get("visit_outcome"), contracts.get("incident_report")
+    visits, _ = anonymize(table(vc, [visit_row()]), vc, KEY)
+    incidents, _ = anonymize(table(ic, [incident_row(crime_type="sexual_offence")]), ic, KEY)
+    assert incidents.column("town").to_pylist() == [None]
+    town_of = dict(
+        zip(
+            visits.column("household_pseudonym").to_pylist(),
+            visits.column("town").to_pylist(),
+            strict=True,
+        )
+    )
+    recovered = [town_of.get(p) for p in incidents.column("victim_household_pseudonym").to_pylist()]
+    assert recovered == [None]
+
+
+# -- fields without a disclosure rule --------------------------------------------------------------
+def _write_contract(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load((SCHEMAS / "visit_outcome.v1.yaml").read_text(encoding="utf-8"))
+    mutate(raw)
+    path = tmp_path / "visit_outcome.v1.yaml"
+    path.write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+def _field(raw: dict, name: str) -> dict:
+    return next(f for f in raw["fields"] if f["name"] == name)
+
+
+def test_quasi_identifier_without_disclosure_rule_is_refused_at_load(tmp_path):
+    path = _write_contract(tmp_path, lambda raw: _field(raw, "elderly_only").pop("disclosure"))
+    with pytest.raises(ContractError, match=r"'elderly_only'.*disclosure rule"):
+        load_contract(path)
+
+
+def test_published_quasi_identifier_must_be_listed(tmp_path):
+    def unlist(raw):
+        raw["disclosure"]["quasi_identifiers"].remove("elderly_only")
+
+    path = _write_contract(tmp_path, unlist)
+    with pytest.raises(ContractError, match=r"'elderly_only' is published but not listed"):
+        load_contract(path)
+
+
+def test_unchanged_copy_loads(tmp_path):
+    """The two refusals above come from the edit, not from the round trip through YAML."""
+    contract = load_contract(_write_contract(tmp_path, lambda raw: None))
+    assert contract.field("elderly_only").disclosure.action == "keep"
+
+
+def test_anonymize_refuses_a_field_without_rule_even_if_the_loader_was_bypassed(contracts):
+    contract = contracts.get("visit_outcome")
+    # model_copy does not validate: a contract the loader would have refused
+    fields = [
+        f.model_copy(update={"disclosure": None}) if f.name == "elderly_only" else f
+        for f in contract.fields
+    ]
+    broken = contract.model_copy(update={"fields": fields})
+    with pytest.raises(DisclosureError, match="'elderly_only'"):
+        anonymize(table(contract, [visit_row()]), broken, KEY)
+
+
+# -- k-anonymity -----------------------------------------------------------------------------------
+QI = ["municipality_code", "town", "visited_date"]
+
+
+def _k_rows():
+    day = date(2026, 11, 1)
+    rows = []
+    for town, muni, n in (
+        ("西新宿", "13104", 6),  # A: 6 ≥ 5, stays at town level
+        ("歌舞伎町", "13104", 3),  # B: 3 < 5, generalized
+        ("新宿", "13104", 2),  # C: 2 < 5, generalized; B + C = 5 ≥ 5, kept
+        ("丸の内", "13101", 2),  # D: 2 < 5, generalized, still 2 < 5: suppressed
+    ):
+        rows += [
+            {"row": f"{town}{i}", "municipality_code": muni, "town": town, "visited_date": day}
+            for i in range(n)
+        ]
+    return rows
+
+
+def test_k_anonymize_generalizes_then_suppresses():
+    schema = pa.schema(
+        [
+            ("row", pa.string()),
+            ("municipality_code", pa.string()),
+            ("town", pa.string()),
+            ("visited_date", pa.date32()),
+        ]
+    )
+    t = pa.Table.from_pylist(_k_rows(), schema=schema)
+    out, report = k_anonymize(t, QI, 5, "town")
+
+    assert out.schema == t.schema
+    got = sorted((r["row"], r["municipality_code"], r["town"]) for r in out.to_pylist())
+    expected = sorted(
+        [(f"西新宿{i}", "13104", "西新宿") for i in range(6)]
+        + [(f"歌舞伎町{i}", "13104", None) for i in range(3)]
+        + [(f"新宿{i}", "13104", None) for i in range(2)]
+    )
+    assert got == expected
+    assert set(out.column("visited_date").to_pylist()) == {date(2026, 11, 1)}
+    assert report.rows_in == 13
+    assert report.generalized == 7  # 3 + 2 + 2
+    assert report.suppressed == 2  # the two of 丸の内
+    assert report.k_achieved == 5  # the merged 13104 group; 西新宿 has 6
+    groups = Counter(tuple(r[c] for c in QI) for r in out.to_pylist())
+    assert min(groups.values()) >= 5
+    assert sorted(groups.values()) == [5, 6]
+
+
+def test_k_anonymize_generalized_rows_lose_their_pseudonyms():
+    # A pseudonym on a row moved to municipality level would tie it back to the same
+    # household's rows that keep a town: generalized rows lose it, others keep it.
+    rows = [{**r, "household_pseudonym": f"p-{r['row']}"} for r in _k_rows()]
+    t = pa.Table.from_pylist(rows)
+    out, _ = k_anonymize(t, QI, 5, "town", ["household_pseudonym"])
+    by_row = {r["row"]: r for r in out.to_pylist()}
+    assert all(by_row[f"西新宿{i}"]["household_pseudonym"] == f"p-西新宿{i}" for i in range(6))
+    generalized = [r for r in by_row.values() if r["town"] is None]
+    assert len(generalized) == 5 and all(r["household_pseudonym"] is None for r in generalized)
+
+
+def test_k_anonymize_without_generalization_and_with_nothing_left():
+    t = pa.Table.from_pylist(_k_rows())
+    out, report = k_anonymize(t, QI, 5, None)
+    assert sorted(out.column("town").to_pylist()) == ["西新宿"] * 6  # only A is ≥ 5
+    assert report.generalized == 0 and report.suppressed == 7 and report.k_achieved == 6
+
+    out, report = k_anonymize(t, QI, 20, "town")
+    assert out.num_rows == 0 and report.suppressed == 13 and report.k_achieved is None
+
+
+def test_k_anonymize_empty_table():
+    t = pa.table({c: pa.array([], pa.string()) for c in QI})
+    out, report = k_anonymize(t, QI, 5, "town")
+    assert out.num_rows == 0 and report.rows_in == 0 and report.suppressed == 0
+
+
+# -- cell suppression ------------------------------------------------------------------------------
+def _lines_with_one_suppressed(status, row_totals=True, column_totals=True) -> list:
+    bad = []
+    if row_totals:
+        bad += [("row", i) for i in range(status.shape[0]) if np.count_nonzero(status[i]) == 1]
+    if column_totals:
+        bad += [("col", j) for j in range(status.shape[1]) if np.count_nonzero(status[:, j]) == 1]
+    return bad
+
+
+def test_suppress_cells_3x3_by_hand():
+    cells = np.array([[20, 5, 30], [12, 15, 40], [8, 25, 3]])
+    status = suppress_cells(cells, 10)
+    # primaries: 5 (0,1), 8 (2,0), 3 (2,2)
+    # row 0 has one → smallest other non-zero is 20 (0,0); row 2 has two
+    # column 1 has one → 15 (1,1) < 25; column 2 has one → 30 (0,2) < 40
+    # row 1 now has one (1,1) → 12 (1,0) < 40; every line now has 0 or ≥ 2
+    assert status.tolist() == [[S, P, S], [S, S, 0], [P, 0, P]]
+    assert _lines_with_one_suppressed(status) == []
+
+
+def test_suppress_cells_without_totals_marks_primaries_only():
+    cells = np.array([[20, 5, 30], [12, 15, 40], [8, 25, 3]])
+    status = suppress_cells(cells, 10, row_totals=False, column_totals=False)
+    assert status.tolist() == [[0, P, 0], [0, 0, 0], [P, 0, P]]
+
+
+def test_suppress_cells_primary_range_and_zero():
+    # 0 is not suppressed, 1..9 are, 10 is not
+    status = suppress_cells(np.array([[0, 1, 9, 10]]), 10, row_totals=False, column_totals=False)
+    assert status.tolist() == [[0, P, P, 0]]
+
+
+def test_suppress_cells_prefers_non_zero_secondary():
+    # 4 is primary; the row total would reveal it; of 0 and 12, the zero would hide nothing
+    status = suppress_cells(np.array([[0, 4, 12]]), 10, row_totals=True, column_totals=False)
+    assert status.tolist() == [[0, P, S]]
+
+
+def test_suppress_cells_zero_as_last_resort():
+    # the only other cell is zero: suppressed anyway, so the 4 is not alone in its row
+    status = suppress_cells(np.array([[4, 0]]), 10, row_totals=True, column_totals=False)
+    assert status.tolist() == [[P, S]]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_suppress_cells_leaves_no_line_with_a_single_suppressed_cell(seed):
+    cells = np.random.default_rng(seed).integers(0, 30, size=(6, 5))
+    status = suppress_cells(cells, 10)
+    primaries = (cells >= 1) & (cells < 10)
+    assert primaries.any()
+    assert ((status == P) == primaries).all()  # secondaries never relabel a primary
+    assert _lines_with_one_suppressed(status) == []
+    rows_only = suppress_cells(cells, 10, row_totals=True, column_totals=False)
+    assert _lines_with_one_suppressed(rows_only, column_totals=False) == []

@@ -1,0 +1,5 @@
+"""`python -m visitshare.cli`: the same as the `visitshare` command."""
+
+from visitshare.cli import main
+
+main()

@@ -1,0 +1,29 @@
+"""Which dataset plays which role in the outcome tables (`schemas/outcomes.yaml`).
+
+Stage code asks for a role ("visits", "incidents"), never for a dataset by name: the mapping
+lives next to the contracts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from visitshare.contracts.model import Contract, ContractError, ContractRegistry
+
+ROLES_FILE = "outcomes.yaml"
+
+
+def outcome_roles(contracts_dir: Path) -> dict[str, Contract]:
+    """role → contract, as declared in `<contracts_dir>/outcomes.yaml`."""
+    path = contracts_dir / ROLES_FILE
+    registry = ContractRegistry.load(contracts_dir)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        roles = raw["roles"]
+        return {role: registry.get(name) for role, name in roles.items()}
+    except OSError as exc:
+        raise ContractError(f"{path}: cannot read the outcome roles: {exc.strerror}") from None
+    except (yaml.YAMLError, KeyError, TypeError, AttributeError) as exc:
+        raise ContractError(f"{path}: invalid outcome roles: {exc}") from None

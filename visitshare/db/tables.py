@@ -1,0 +1,142 @@
+"""Every table the project owns in its database, in data-flow order.
+
+Stage modules import their tables from here; this module imports no stage, so the database
+layer (engine, migrations) knows every table without loading the stages. Changes to these
+tables go through a migration in `visitshare/db/migrations/versions/`.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# -- landing: the manifest of raw files ----------------------------------------------------
+raw_files = sa.Table(
+    "raw_files",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.String(249), nullable=False),
+    # A topic deleted and created again restarts its offsets; its topic id tells them apart.
+    sa.Column("topic_id", sa.String(64), nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("first_offset", sa.BigInteger, nullable=False),
+    sa.Column("last_offset", sa.BigInteger, nullable=False),
+    sa.Column("row_count", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("path", sa.String(1024), nullable=False, unique=True),  # relative to the lake
+    sa.Column("landed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.UniqueConstraint("topic", "topic_id", "partition", "first_offset"),
+    sa.CheckConstraint("last_offset >= first_offset", name="offset_range"),
+    sa.CheckConstraint("row_count = last_offset - first_offset + 1", name="contiguous_rows"),
+)
+
+landing_gaps = sa.Table(
+    "landing_gaps",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("topic", sa.String(249), nullable=False),
+    sa.Column("topic_id", sa.String(64), nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("from_offset", sa.BigInteger, nullable=False),
+    sa.Column("to_offset", sa.BigInteger, nullable=False),
+    sa.Column("detected_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("reason", sa.String(500), nullable=False),
+)
+
+# What the landing watcher (orchestration.triggers) last signalled to Airflow.
+landing_signals = sa.Table(
+    "landing_signals",
+    metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("raw_file_id", sa.Integer, nullable=False),
+)
+
+# -- quality: validation state and records ---------------------------------------------------
+validated_raw_files = sa.Table(
+    "validated_raw_files",
+    metadata,
+    sa.Column("raw_file_id", sa.Integer, sa.ForeignKey("raw_files.id"), primary_key=True),
+    sa.Column("dataset", sa.String(64), nullable=False, index=True),
+    sa.Column("batch", sa.String(64), nullable=False),
+    sa.Column("run_id", sa.String(64), nullable=False),
+)
+
+curated_files = sa.Table(
+    "curated_files",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dataset", sa.String(64), nullable=False),
+    sa.Column("zone", sa.String(16), nullable=False),  # validated | quarantine | seen
+    sa.Column("path", sa.String(1024), nullable=False, unique=True),  # relative to the lake
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("batch", sa.String(64), nullable=False),
+    sa.Column("municipality_code", sa.String(8)),
+    sa.Column("month", sa.String(7)),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("curated_files_dataset_zone", "dataset", "zone"),
+)
+
+validation_batches = sa.Table(
+    "validation_batches",
+    metadata,
+    sa.Column("dataset", sa.String(64), primary_key=True),
+    sa.Column("batch", sa.String(64), primary_key=True),
+    sa.Column("run_id", sa.String(64), nullable=False),
+    sa.Column("rows_in", sa.Integer, nullable=False),
+    sa.Column("valid", sa.Integer, nullable=False),
+    sa.Column("quarantined", sa.Integer, nullable=False),
+    sa.Column("duplicates", sa.Integer, nullable=False),
+    sa.Column("source_ranges", sa.JSON, nullable=False),
+)
+
+validation_runs = sa.Table(
+    "validation_runs",
+    metadata,
+    sa.Column("run_id", sa.String(64), primary_key=True),
+    sa.Column("dataset", sa.String(64), nullable=False, index=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("rows_in", sa.Integer, nullable=False),
+    sa.Column("valid", sa.Integer, nullable=False),
+    sa.Column("quarantined", sa.Integer, nullable=False),
+    sa.Column("record", sa.JSON, nullable=False),  # the whole ValidationRun
+)
+
+# -- release: one row per release, naming every shared table's snapshot ----------------------
+releases = sa.Table(
+    "releases",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),  # published | expired
+    sa.Column("input_fingerprint", sa.String(64), nullable=False),
+    # The plan it was built from: a retried finalize finds its release instead of a second one.
+    sa.Column("plan_token", sa.String(64)),
+    sa.Column("key_fingerprint", sa.String(16), nullable=False),
+    sa.Column("validated_upto", sa.Integer, nullable=False),
+    sa.Column("contracts", sa.JSON, nullable=False),
+    sa.Column("tables", sa.JSON, nullable=False),  # name → {iceberg, snapshot_id, rows}
+    sa.Column("disclosure", sa.JSON, nullable=False),
+    sa.Column("notice_sent", sa.Boolean, nullable=False),
+    sa.Column("expired_at", sa.DateTime(timezone=True)),
+    sa.Index("releases_plan_token", "plan_token", unique=True),
+)
+
+
+# -- access -------------------------------------------------------------------------------------
+# Which municipalities each partner role reads at town level ('*': all); filled from
+# infra/partners.yaml by `visitshare db apply`, read by the row-level-security policies.
+partner_scopes = sa.Table(
+    "shared_partner_scopes",
+    metadata,
+    sa.Column("role_name", sa.String(64), primary_key=True),
+    sa.Column("municipality_code", sa.String(8), primary_key=True),
+)

@@ -1,0 +1,64 @@
+"""The lake's zones and where each file goes: every path in the lake is named here, once.
+
+Paths are relative to the lake root (`settings.lake`), which is how manifests record them:
+
+    raw/<topic>/partition=<p>/<first>-<last>.<topic id>.parquet     landing (police only)
+    validated/<dataset>/municipality_code=<c>/month=<YYYY-MM>/<batch>.parquet
+    quarantine/<dataset>/<batch>.parquet                             rows that failed, with reasons
+    state/seen/<dataset>/<batch>.parquet                             event ids seen (de-duplication)
+    staging/<plan token>/<table>/shard-<n>.parquet                   a release being built (police)
+    shared/                                                          the Iceberg warehouse (released)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import PurePosixPath
+
+
+class Zone(StrEnum):
+    RAW = "raw"
+    VALIDATED = "validated"
+    QUARANTINE = "quarantine"
+    STATE = "state"
+    STAGING = "staging"
+    SHARED = "shared"
+
+
+def raw_partition(topic: str, partition: int) -> PurePosixPath:
+    return PurePosixPath(Zone.RAW, topic, f"partition={partition}")
+
+
+def raw_file(topic: str, partition: int, first: int, last: int, topic_id: str) -> PurePosixPath:
+    """One landed offset range; zero-padded offsets so that names sort by offset."""
+    name = f"{first:020d}-{last:020d}.{topic_id.replace('-', '')[:12]}.parquet"
+    return raw_partition(topic, partition) / name
+
+
+def validated_file(dataset: str, municipality_code: str, month: str, batch: str) -> PurePosixPath:
+    return PurePosixPath(
+        Zone.VALIDATED,
+        dataset,
+        f"municipality_code={municipality_code}",
+        f"month={month}",
+        f"{batch}.parquet",
+    )
+
+
+def quarantine_file(dataset: str, batch: str) -> PurePosixPath:
+    return PurePosixPath(Zone.QUARANTINE, dataset, f"{batch}.parquet")
+
+
+def seen_ids_file(dataset: str, batch: str) -> PurePosixPath:
+    return PurePosixPath(Zone.STATE, "seen", dataset, f"{batch}.parquet")
+
+
+def staging_dir(token: str) -> PurePosixPath:
+    return PurePosixPath(Zone.STAGING, token)
+
+
+def staged_file(token: str, table: str, shard: int) -> PurePosixPath:
+    return staging_dir(token) / table / f"shard-{shard:03d}.parquet"
+
+
+WAREHOUSE = PurePosixPath(Zone.SHARED)

@@ -1,0 +1,221 @@
+"""Releases: anonymize, join and publish the validated zone as one consistent shared view.
+
+A release is built in three steps, each callable on its own (the curate DAG maps the middle
+one; `visitshare publish` runs them in a process pool):
+
+1. `plan`: which validated files go in (everything validated so far, by manifest id), split
+   into shards of whole municipalities balanced by rows. Nothing new since the last release
+   → no release. No validated data at all → a clear error.
+2. `build_shard`: for its municipalities, anonymize and k-anonymize the record-level data,
+   compute and suppress the outcome tables, and stage everything as Parquet in the police
+   zone (`lake/staging/<plan token>/`). Every k-anonymity group (municipality × …) and every
+   suppression group (municipality × month) lies within one shard, so shards are exact.
+3. `finalize`: join the shards, compute the police-only repeat-victimization table, pass the
+   privacy gate (`visitshare.disclosure`), write every Iceberg table, then commit the SQL
+   tables and the `releases` row in one transaction: that commit is the release. Readers go
+   through the `releases` row, so they see the previous release or this one, never a mix.
+   Then tag the snapshots, send the notice to `releases.v1`, expire old releases.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import sqlalchemy as sa
+
+from visitshare.contracts import Contract
+from visitshare.contracts.roles import outcome_roles
+from visitshare.db import engine_for
+from visitshare.db.tables import releases
+from visitshare.processes import process_pool
+from visitshare.release import disclosure, shared
+from visitshare.release.build import build_shard, staging_dir
+from visitshare.release.errors import ReleaseError
+from visitshare.release.models import Plan, Published, ShardResult
+from visitshare.release.notices import send_pending_notices
+from visitshare.release.outcomes import (
+    repeat_victimization,
+)
+from visitshare.release.plan import plan
+from visitshare.release.releases import latest_release, release_dir
+from visitshare.release.retention import expire_releases
+from visitshare.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+# -- 3. finalize -------------------------------------------------------------------------------
+def _gather(settings: Settings, results: list[ShardResult], name: str) -> pa.Table:
+    tables = [pq.read_table(settings.lake / r.staged[name]) for r in results]
+    return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
+
+
+def _report(
+    release_id: int,
+    cv: Contract,
+    ci: Contract,
+    results: list[ShardResult],
+    data: dict[str, pa.Table],
+    now: datetime,
+) -> disclosure.DisclosureReport:
+    datasets = []
+    for contract, name in ((cv, "visits"), (ci, "incidents")):
+        fr = disclosure.merge_field_reports([r.field_reports[contract.name] for r in results])
+        kr = disclosure.merge_k_reports([r.k_reports[contract.name] for r in results])
+        datasets.append(disclosure.dataset_disclosure(contract, fr, kr, data[name].num_rows))
+    tables = []
+    for name in ("outcomes_town_month", "outcomes_municipality_month", "before_after_town"):
+        s = disclosure.merge_suppression([r.suppression[name] for r in results])
+        tables.append(disclosure.TableSuppression(**s.model_dump()))
+    checks = [
+        *disclosure.check_record_table(data["visits"], cv),
+        *disclosure.check_record_table(data["incidents"], ci),
+        disclosure.check_no_identifiers(data, disclosure.identifier_patterns([cv, ci])),
+    ]
+    failed = any(c.result is disclosure.Result.FAILED for c in checks)
+    return disclosure.DisclosureReport(
+        release_id=release_id,
+        created_at=now,
+        result=disclosure.Result.FAILED if failed else disclosure.Result.PASSED,
+        datasets=datasets,
+        tables=tables,
+        checks=checks,
+    )
+
+
+def finalize(
+    settings: Settings,
+    plan_: Plan,
+    results: list[ShardResult],
+    say: Callable[[str], None] = log.info,
+) -> Published:
+    """Join the shards, pass the privacy gate, publish atomically, notify, expire."""
+    results = sorted(results, key=lambda r: r.index)
+    if [r.index for r in results] != list(range(len(plan_.shards))):
+        raise ReleaseError("not every shard of the plan was built: nothing published")
+    roles = outcome_roles(settings.contracts_dir)
+    cv, ci = roles["visits"], roles["incidents"]
+    engine = engine_for(settings)
+    with engine.connect() as conn:
+        done = conn.execute(sa.select(releases).where(releases.c.plan_token == plan_.token)).first()
+        latest = latest_release(conn)
+        top = conn.execute(sa.select(sa.func.max(releases.c.id))).scalar()
+    if done is not None:  # a retry after the release committed: the same release, once
+        say(f"plan {plan_.token} was already published as release {done.id}")
+        return Published(
+            release_id=done.id,
+            tables=done.tables,
+            report=disclosure.DisclosureReport.model_validate(done.disclosure),
+            report_html=str(release_dir(settings, done.id) / "disclosure.html"),
+            notice_sent=done.id in send_pending_notices(settings) or done.notice_sent,
+            expired=[],
+        )
+    release_id = (top or 0) + 1
+    data = {
+        name: _gather(settings, results, name)
+        for name in (
+            "visits",
+            "incidents",
+            "outcomes_town_month",
+            "outcomes_municipality_month",
+            "before_after_town",
+        )
+    }
+    data["repeat_victimization"] = repeat_victimization(
+        _gather(settings, results, "_rv_visits"), _gather(settings, results, "_rv_incidents")
+    )
+    now = settings.clock.now()
+    report = _report(release_id, cv, ci, results, data, now)
+    if report.result is disclosure.Result.FAILED:
+        disclosure.write_report(
+            report, settings.reports_dir / "releases" / f"refused-{plan_.token}"
+        )
+        disclosure.enforce(report)  # raises: nothing was written to the shared zone
+
+    say(f"writing release {release_id}: {len(shared.TABLES)} Iceberg tables")
+    cat = shared.catalog(settings)
+    tables: dict[str, dict[str, Any]] = {}
+    for spec in shared.TABLES:
+        snap = shared.write_iceberg(cat, spec, data[spec.name], release_id)
+        tables[spec.name] = {
+            "iceberg": spec.iceberg,
+            "snapshot_id": snap,
+            "rows": data[spec.name].num_rows,
+            "sql": spec.sql,
+        }
+    with engine.begin() as conn:  # the release: SQL tables and the releases row together
+        current = latest_release(conn)
+        if (current.id if current else None) != (latest.id if latest else None):
+            raise ReleaseError(
+                f"release {current.id if current else '?'} was published by someone else "
+                "meanwhile; publish again"
+            )
+        for spec in shared.TABLES:
+            if spec.sql:
+                t = shared.ensure_sql_table(conn, spec.sql, data[spec.name].schema)
+                shared.insert_sql_rows(conn, t, data[spec.name], release_id)
+        conn.execute(
+            releases.insert().values(
+                id=release_id,
+                published_at=now,
+                status="published",
+                input_fingerprint=plan_.input_fingerprint,
+                plan_token=plan_.token,
+                key_fingerprint=plan_.key_fingerprint,
+                validated_upto=plan_.validated_upto,
+                contracts=plan_.contracts,
+                tables=tables,
+                disclosure=json.loads(report.model_dump_json()),
+                notice_sent=False,
+            )
+        )
+    for spec in shared.TABLES:
+        shared.tag_release(cat, spec, tables[spec.name]["snapshot_id"], release_id)
+    _, page = disclosure.write_report(report, release_dir(settings, release_id))
+    shutil.rmtree(staging_dir(settings, plan_.token), ignore_errors=True)
+    sent = send_pending_notices(settings)
+    expired = expire_releases(settings, now)
+    return Published(
+        release_id=release_id,
+        tables=tables,
+        report=report,
+        report_html=str(page),
+        notice_sent=release_id in sent,
+        expired=expired,
+    )
+
+
+def publish(
+    settings: Settings,
+    force: bool = False,
+    new_key: bool = False,
+    say: Callable[[str], None] = log.info,
+) -> Published | None:
+    """Plan, build every shard (in `publish_workers` processes) and finalize."""
+    p = plan(settings, force=force, new_key=new_key)
+    if p is None:
+        return None
+    say(
+        f"building {len(p.shards)} shards of {sum(s.rows for s in p.shards):,} validated rows "
+        f"({settings.publish_workers} processes)"
+    )
+    try:
+        if settings.publish_workers == 1 or len(p.shards) == 1:
+            results = [build_shard(settings, p, s.index) for s in p.shards]
+        else:
+            from visitshare.db import dispose_all
+
+            dispose_all()
+            with process_pool(settings.publish_workers, fork_ok=False) as pool:
+                futures = [pool.submit(build_shard, settings, p, s.index) for s in p.shards]
+                results = [f.result() for f in futures]
+        return finalize(settings, p, results, say)
+    finally:
+        shutil.rmtree(staging_dir(settings, p.token), ignore_errors=True)

@@ -1,0 +1,54 @@
+"""Retention: releases older than the retention period expire (never the latest)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+
+from visitshare.db import engine_for
+from visitshare.db.tables import releases
+from visitshare.release import shared
+from visitshare.release.releases import latest_release
+from visitshare.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+# -- retention and reading ---------------------------------------------------------------------
+def expire_releases(settings: Settings, now: datetime | None = None) -> list[int]:
+    """Expire releases older than the retention period (never the latest); the ids expired."""
+    now = now or settings.clock.now()
+    cutoff = now - timedelta(days=settings.release_retention_days)
+    engine = engine_for(settings)
+    with engine.begin() as conn:
+        latest = latest_release(conn)
+        if latest is None:
+            return []
+        old = conn.execute(
+            sa.select(releases.c.id, releases.c.published_at).where(
+                releases.c.status == "published", releases.c.id < latest.id
+            )
+        ).all()
+        ids = [r.id for r in old if _aware(r.published_at) < cutoff]
+        if not ids:
+            return []
+        for spec in shared.TABLES:
+            if spec.sql and sa.inspect(conn).has_table(spec.sql):
+                t = sa.Table(spec.sql, sa.MetaData(), autoload_with=conn)
+                conn.execute(t.delete().where(t.c.release_id.in_(ids)))
+        conn.execute(
+            releases.update().where(releases.c.id.in_(ids)).values(status="expired", expired_at=now)
+        )
+    cat = shared.catalog(settings)
+    for spec in shared.TABLES:
+        for rid in ids:
+            shared.untag_release(cat, spec, rid)
+        if cat.table_exists(spec.iceberg):
+            cat.load_table(spec.iceberg).maintenance.expire_snapshots().older_than(cutoff).commit()
+    return ids
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite returns naive UTC
