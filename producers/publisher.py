@@ -51,6 +51,9 @@ class Outgoing:
 
     dataset: str  # contract name, e.g. "visit_outcome"
     payload: dict | bytes
+    # Problems a source found before the contract could look (e.g. a CSV row of the wrong
+    # shape): the payload goes to the DLQ with them, as it is.
+    problems: tuple[Violation, ...] = ()
 
 
 @dataclass
@@ -196,7 +199,10 @@ class Publisher:
         payload = item.payload
         key: bytes | None
         headers: Headers | None
-        if type(payload) is dict:
+        if item.problems:
+            raw = payload if isinstance(payload, bytes) else _dumps(payload)
+            decoded, problems = None, list(item.problems)
+        elif type(payload) is dict:
             raw = _dumps(payload)
             if len(raw) <= validator.max_event_bytes and validator.is_valid(payload):
                 # The common case, kept short: a valid event has its key fields and event_id

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 from producers.publisher import Outgoing
-from visitshare.contracts import Contract, ContractRegistry, FieldType
+from visitshare.contracts import Contract, ContractRegistry, FieldType, Reason, Violation
 
 _INT = re.compile(r"-?\d+")
 
@@ -105,9 +106,35 @@ def read_csv(path: Path, contract: Contract, encoding: str = "utf-8-sig") -> Ite
 
 
 def _csv_rows(path: Path, contract: Contract, encoding: str) -> Iterator[Outgoing]:
+    """One event per row; a row with more or fewer cells than the header (a missing cell, an
+    unquoted comma) goes to the DLQ whole, with its row number: never cut or padded."""
     with path.open(encoding=encoding, newline="") as f:
-        for row in csv.DictReader(f):
-            yield Outgoing(contract.name, csv_row_to_event(row, contract))
+        rows = csv.reader(f)
+        header = next(rows, None)
+        if header is None:
+            return
+        for cells in rows:
+            if not cells:
+                continue  # a blank line
+            if len(cells) != len(header):
+                problem = Violation(
+                    Reason.CSV_ROW_SHAPE,
+                    None,
+                    f"CSV row {rows.line_num} of {path.name} has {len(cells)} cells; "
+                    f"its header has {len(header)}",
+                )
+                yield Outgoing(contract.name, _csv_line(cells), (problem,))
+                continue
+            yield Outgoing(
+                contract.name, csv_row_to_event(dict(zip(header, cells, strict=True)), contract)
+            )
+
+
+def _csv_line(cells: list[str]) -> bytes:
+    """A row as CSV text again (UTF-8), for the DLQ."""
+    out = io.StringIO()
+    csv.writer(out).writerow(cells)
+    return out.getvalue().rstrip("\r\n").encode()
 
 
 def read_export(

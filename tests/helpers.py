@@ -119,7 +119,7 @@ def personal_values(events: list, contracts) -> set[str]:
 
 def first_landed_schema(engine) -> None:
     """A project database as the first landed version made it: `create_all`, no Alembic, and
-    a `releases` table without `plan_token`."""
+    a `releases` table without the columns later revisions added."""
     import sqlalchemy as sa
 
     from visitshare.db.tables import metadata, releases
@@ -128,5 +128,6 @@ def first_landed_schema(engine) -> None:
     for table in metadata.sorted_tables:
         if table is not releases:
             table.to_metadata(old)
-    sa.Table("releases", old, *[c.copy() for c in releases.columns if c.name != "plan_token"])
+    later = {"plan_token", "completed_at"}
+    sa.Table("releases", old, *[c.copy() for c in releases.columns if c.name not in later])
     old.create_all(engine)

@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from consumers.partner_reader import PartnerReader
-from tests.helpers import first_landed_schema, personal_values, validated_zone
+from tests.helpers import first_landed_schema, personal_values, read_topic, validated_zone
 from visitshare.access.errors import PartnerError
 from visitshare.access.export import pull
 from visitshare.db import engine_for
@@ -245,6 +245,21 @@ def test_notice_on_releases_topic_and_partner_reader_pulls_once(kafka_settings, 
     assert again.pulled == [] and again.already == []  # offsets committed: nothing re-read
     other = PartnerReader(kafka_settings, "nerima", out, "parquet").run(once=True)
     assert other.pulled == [published.release_id]  # every partner gets every notice
+    (record,) = read_topic(kafka_settings, kafka_settings.topic("releases.v1"), expected=1)
+    published_at = datetime.fromisoformat(json.loads(record.value)["published_at"])
+    assert published_at.utcoffset() is not None  # regression: SQLite gave naive times back
+
+
+def test_a_ward_without_rows_pulls_header_only_csv(settings, contracts):
+    """Regression: `pull --format csv` crashed for every ward with no rows in a table
+    (binary_join has no kernel for the large lists an empty Iceberg read returns)."""
+    validated_zone(settings, contracts, days=2, seed=3, municipalities=("13104",))
+    rid = publish(settings).release_id
+    _, written = pull(settings, "chiyoda", rid, "csv", settings.var / "exports")
+    path, rows = written["visits"]
+    assert rows == 0
+    header = path.read_text(encoding="utf-8-sig").splitlines()
+    assert len(header) == 1 and "vulnerabilities" in header[0].split(",")
 
 
 def test_publishing_on_postgres_with_row_level_security(settings, contracts, pg_url):

@@ -18,11 +18,12 @@ from visitshare.settings import Settings
 
 
 def _csv_ready(table: pa.Table) -> pa.Table:
-    """Lists as `a;b` text (CSV has no lists)."""
+    """Lists as `a;b` text (CSV has no lists). Any list type (Iceberg reads come back as
+    large lists, and binary_join has no kernel for them) is joined as list<string>."""
     for i, f in enumerate(table.schema):
         if pa.types.is_list(f.type) or pa.types.is_large_list(f.type):
-            joined = pc.binary_join(table.column(i), ";")
-            table = table.set_column(i, f.name, joined)
+            lists = pc.cast(table.column(i), pa.list_(pa.string()))
+            table = table.set_column(i, f.name, pc.binary_join(lists, ";"))
     return table
 
 

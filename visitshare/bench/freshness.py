@@ -14,7 +14,6 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
-from datetime import UTC
 
 import pyarrow.parquet as pq
 import sqlalchemy as sa
@@ -123,8 +122,6 @@ def run(
                     latest = latest_release(conn)
                 if latest is not None and latest.id != last_release:
                     committed = latest.published_at
-                    if committed.tzinfo is None:
-                        committed = committed.replace(tzinfo=UTC)
                     for eid in _released_event_ids(settings, seen_upto, latest.validated_upto):
                         if eid in pending:
                             latencies[eid] = committed.timestamp() - pending.pop(eid)

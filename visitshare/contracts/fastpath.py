@@ -125,8 +125,10 @@ class FastCheck:
             return ["type(v) is not bool"]
         elif t is FieldType.TIMESTAMP:
             # fromiso raises on impossible dates (2026-02-30): __call__ turns that into False.
-            conds = ["type(v) is not str", "len(v) > 40", "TS.match(v) is None"]
+            conds = ["type(v) is not str", "len(v) > 40", "TS.fullmatch(v) is None"]
             conds.append("fromiso(v) > latest" if f.not_future else "fromiso(v) is None")
+            if f.earliest is not None:
+                conds.append(f"fromiso(v) < {self._const(f'EARLIEST_{i}', f.earliest)}")
             return conds
         else:  # ARRAY
             items = self._const(f"ITEMS_{i}", frozenset(f.item_values))

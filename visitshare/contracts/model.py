@@ -9,7 +9,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from visitshare.errors import VisitShareError
@@ -93,6 +101,9 @@ class FieldSpec(_Strict):
     max_items: int | None = Field(None, gt=0)
     items: Items | None = None
     not_future: bool = False
+    # A plausible lower bound for a timestamp (e.g. the programme's start): earlier values are
+    # errors of the source system (0001-01-01, 1970-01-01), not history.
+    earliest: AwareDatetime | None = None
     sensitive_values: list[str] | None = None
     disclosure: Disclosure | None = None
 
@@ -123,8 +134,8 @@ class FieldSpec(_Strict):
             raise ValueError("an array field needs 'items' with its allowed values")
         if t is not FieldType.ARRAY and (self.items is not None or self.max_items is not None):
             raise ValueError("items/max_items apply to array fields only")
-        if self.not_future and t is not FieldType.TIMESTAMP:
-            raise ValueError("not_future applies to timestamp fields only")
+        if (self.not_future or self.earliest is not None) and t is not FieldType.TIMESTAMP:
+            raise ValueError("not_future and earliest apply to timestamp fields only")
         if self.sensitive_values:
             allowed = set(self.allowed_values or ())
             if not set(self.sensitive_values) <= allowed:

@@ -14,21 +14,21 @@ from datetime import timedelta
 from enum import StrEnum
 from typing import Any
 
-import orjson
-
 from visitshare.clock import SYSTEM_CLOCK, Clock
 from visitshare.contracts import geography
 from visitshare.contracts.fastpath import FastCheck
-from visitshare.contracts.formats import UUID_RE, parse_timestamp
+from visitshare.contracts.formats import UUID_RE, decode_value, parse_timestamp
 from visitshare.contracts.model import Contract, Domain, FieldSpec, FieldType
 
 
 class Reason(StrEnum):
     """Why an event was rejected. Stable codes: they are written to DLQ headers and reports."""
 
+    NULL_VALUE = "null_value"
     INVALID_UTF8 = "invalid_utf8"
     INVALID_JSON = "invalid_json"
     NOT_AN_OBJECT = "not_an_object"
+    DUPLICATE_KEY = "duplicate_key"
     OVERSIZED_EVENT = "oversized_event"
     MISSING_FIELD = "missing_field"
     UNKNOWN_FIELD = "unknown_field"
@@ -39,6 +39,7 @@ class Reason(StrEnum):
     BAD_FORMAT = "bad_format"
     FUTURE_TIMESTAMP = "future_timestamp"
     WRONG_SCHEMA_VERSION = "wrong_schema_version"
+    CSV_ROW_SHAPE = "csv_row_shape"  # a CSV row whose cells do not match its header
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +74,7 @@ class EventValidator:
         self._checks: list[tuple[str, bool, Check]] = [
             (f.name, f.required, self._compile(f)) for f in contract.fields
         ]
+        self._by_name = {name: check for name, _, check in self._checks}
         self._town_fields = [f.name for f in contract.fields if f.domain is Domain.TOKYO_TOWN]
         self._future_fields = [f.name for f in contract.fields if f.not_future]
         self._fast = FastCheck(contract, clock=clock, future_tolerance=future_tolerance)
@@ -146,14 +148,18 @@ class EventValidator:
             return check_bool
 
         if t is FieldType.TIMESTAMP:
+            earliest = f.earliest
 
             def check_ts(v: Any) -> Violation | None:
                 if type(v) is not str:
                     return bad(
                         Reason.WRONG_TYPE, f"must be an ISO 8601 string, got {type(v).__name__}"
                     )
-                if len(v) > 40 or parse_timestamp(v) is None:
+                ts = parse_timestamp(v) if len(v) <= 40 else None
+                if ts is None:
                     return bad(Reason.BAD_FORMAT, "is not an RFC 3339 timestamp with UTC offset")
+                if earliest is not None and ts < earliest:
+                    return bad(Reason.OUT_OF_RANGE, f"is before {earliest.isoformat()}")
                 return None
 
             return check_ts
@@ -181,6 +187,19 @@ class EventValidator:
         raise AssertionError(t)
 
     # -- public API ------------------------------------------------------------------------
+    def value_fits(self, name: str, event: dict) -> bool:
+        """Whether `event[name]` passes its own field's checks (type, format, allowed values,
+        range, and for a town: that it is a town of the event's municipality). What a screen
+        may show of a rejected event without revealing a value put into the wrong field."""
+        check = self._by_name.get(name)
+        v = event.get(name)
+        if check is None or v is None or check(v) is not None:
+            return False
+        if name in self._town_fields:
+            code = event.get("municipality_code")
+            return isinstance(code, str) and geography.is_valid_town(code, v)
+        return True
+
     def is_valid(self, event: Any) -> bool:
         """Valid or not, as fast as possible (no reasons)."""
         return self._fast(event)
@@ -258,24 +277,17 @@ class EventValidator:
             ]
         return []
 
-    def decode(self, raw: bytes) -> tuple[Any, list[Violation]]:
+    def decode(self, raw: bytes | None) -> tuple[Any, list[Violation]]:
         """Decode a message value: (event, []) or (None, the problems with the bytes)."""
-        problems = self.check_size(raw)
+        problems = [] if raw is None else self.check_size(raw)
         if problems:
             return None, problems
-        try:
-            raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            return None, [
-                Violation(Reason.INVALID_UTF8, None, f"value is not UTF-8 (byte {exc.start})")
-            ]
-        try:
-            return orjson.loads(raw), []
-        except orjson.JSONDecodeError as exc:
-            where = f" (line {exc.lineno} column {exc.colno})"
-            return None, [Violation(Reason.INVALID_JSON, None, f"value is not valid JSON{where}")]
+        event, problem, detail = decode_value(raw)
+        if problem is not None:
+            return None, [Violation(Reason(problem.value), None, detail)]
+        return event, []
 
-    def check_bytes(self, raw: bytes) -> tuple[dict | None, list[Violation]]:
+    def check_bytes(self, raw: bytes | None) -> tuple[dict | None, list[Violation]]:
         """Decode and validate a message value: (event, []) or (None, problems)."""
         event, problems = self.decode(raw)
         if not problems:

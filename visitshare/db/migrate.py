@@ -9,19 +9,17 @@ others find it current. A database already at `HEAD` costs one small query.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from visitshare.db.locks import named_lock
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 # The newest revision in migrations/versions (a test checks that they agree).
-HEAD = "0002"
-_PG_LOCK_KEY = 0x76697368  # pg_advisory_lock key of visit-share's migrations
+HEAD = "0003"
 
 
 def _config(connection: sa.Connection):
@@ -39,32 +37,9 @@ def current_revision(conn: sa.Connection) -> str | None:
     return conn.exec_driver_sql("select version_num from alembic_version").scalar()
 
 
-@contextlib.contextmanager
-def _migration_lock(engine: Engine) -> Iterator[None]:
-    if engine.dialect.name == "sqlite":
-        database = engine.url.database
-        if not database or database == ":memory:":
-            yield
-            return
-        with open(f"{database}.migrate-lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
-        return
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f"select pg_advisory_lock({_PG_LOCK_KEY})")
-        try:
-            yield
-        finally:
-            conn.exec_driver_sql(f"select pg_advisory_unlock({_PG_LOCK_KEY})")
-            conn.commit()
-
-
 def upgrade(engine: Engine, revision: str = "head") -> str | None:
     """Migrate the database to `revision` (default: the newest); returns the revision reached."""
-    with _migration_lock(engine):
+    with named_lock(engine, "migrate"):
         if engine.dialect.name == "sqlite":  # persistent: set once per file, under the lock
             raw = engine.raw_connection()
             try:

@@ -7,9 +7,32 @@ tables go through a migration in `visitshare/db/migrations/versions/`.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 
 metadata = sa.MetaData()
+
+
+class UTCDateTime(sa.types.TypeDecorator):
+    """A timestamp stored with its zone, always read back aware and in UTC.
+
+    SQLite keeps no zone and returns naive datetimes; every timestamp the project emits
+    (notices, reports, exports) must carry its offset, so it is restored here, once."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("a naive datetime cannot be stored: give it a zone")
+        return value.astimezone(UTC) if value is not None else None
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
 
 # -- landing: the manifest of raw files ----------------------------------------------------
 raw_files = sa.Table(
@@ -26,7 +49,7 @@ raw_files = sa.Table(
     sa.Column("bytes", sa.BigInteger, nullable=False),
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("path", sa.String(1024), nullable=False, unique=True),  # relative to the lake
-    sa.Column("landed_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("landed_at", UTCDateTime(), nullable=False),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.UniqueConstraint("topic", "topic_id", "partition", "first_offset"),
     sa.CheckConstraint("last_offset >= first_offset", name="offset_range"),
@@ -42,7 +65,7 @@ landing_gaps = sa.Table(
     sa.Column("partition", sa.Integer, nullable=False),
     sa.Column("from_offset", sa.BigInteger, nullable=False),
     sa.Column("to_offset", sa.BigInteger, nullable=False),
-    sa.Column("detected_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("detected_at", UTCDateTime(), nullable=False),
     sa.Column("reason", sa.String(500), nullable=False),
 )
 
@@ -78,7 +101,7 @@ curated_files = sa.Table(
     sa.Column("municipality_code", sa.String(8)),
     sa.Column("month", sa.String(7)),
     sa.Column("run_id", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Index("curated_files_dataset_zone", "dataset", "zone"),
 )
 
@@ -102,8 +125,8 @@ validation_runs = sa.Table(
     sa.Column("dataset", sa.String(64), nullable=False, index=True),
     sa.Column("kind", sa.String(16), nullable=False),
     sa.Column("status", sa.String(32), nullable=False),
-    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("finished_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("finished_at", UTCDateTime(), nullable=False),
     sa.Column("rows_in", sa.Integer, nullable=False),
     sa.Column("valid", sa.Integer, nullable=False),
     sa.Column("quarantined", sa.Integer, nullable=False),
@@ -115,7 +138,7 @@ releases = sa.Table(
     "releases",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("published_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("published_at", UTCDateTime(), nullable=False),
     sa.Column("status", sa.String(16), nullable=False),  # published | expired
     sa.Column("input_fingerprint", sa.String(64), nullable=False),
     # The plan it was built from: a retried finalize finds its release instead of a second one.
@@ -126,7 +149,10 @@ releases = sa.Table(
     sa.Column("tables", sa.JSON, nullable=False),  # name → {iceberg, snapshot_id, rows}
     sa.Column("disclosure", sa.JSON, nullable=False),
     sa.Column("notice_sent", sa.Boolean, nullable=False),
-    sa.Column("expired_at", sa.DateTime(timezone=True)),
+    sa.Column("expired_at", UTCDateTime()),
+    # When the steps after the commit were done (snapshot tags, disclosure report); a release
+    # without it is completed by the next publish.
+    sa.Column("completed_at", UTCDateTime()),
     sa.Index("releases_plan_token", "plan_token", unique=True),
 )
 

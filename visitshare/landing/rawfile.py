@@ -7,7 +7,8 @@ into typed columns where the value parses; `parse_status` says how that went:
 
 - ok: decoded into the contract's types (it does not mean the event is valid: validation decides)
 - type_mismatch: a JSON object, but `mismatched_fields` did not fit their types (left null)
-- invalid_json, invalid_utf8, not_an_object, null_value: nothing decoded
+- invalid_json, invalid_utf8, not_an_object, null_value, duplicate_key: nothing decoded (the
+  codes of `visitshare.contracts.formats.decode_value`, which decides for every path)
 - no_contract: the topic has no contract (e.g. releases.v1)
 """
 
@@ -16,12 +17,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from visitshare.contracts import Contract, FieldType, arrow_schema, parse_timestamp
+from visitshare.contracts.formats import TIMESTAMP_PATTERN, decode_value
 
 HEADERS_TYPE = pa.list_(pa.struct([("key", pa.string()), ("value", pa.binary())]))
 KAFKA_FIELDS = [
@@ -85,19 +86,14 @@ def _lenient(kind: FieldType, v):
 
 
 def decode_one(value: bytes | None, contract: Contract) -> tuple[str, list[str] | None, dict]:
-    """(parse_status, mismatched fields, decoded fields) of one value, in plain Python."""
-    if value is None:
-        return "null_value", None, {}
-    try:
-        value.decode("utf-8")
-    except UnicodeDecodeError:
-        return "invalid_utf8", None, {}
-    try:
-        obj = orjson.loads(value)
-    except orjson.JSONDecodeError:
-        return "invalid_json", None, {}
-    if type(obj) is not dict:
-        return "not_an_object", None, {}
+    """(parse_status, mismatched fields, decoded fields) of one value, in plain Python.
+
+    The reference for every value: `decode_value` (the contracts' one definition of "exactly
+    one JSON object") decides whether it decodes at all; then each contract field is taken
+    if it fits its type. Unknown fields are not decoded (validation reports them)."""
+    obj, problem, _ = decode_value(value)
+    if problem is not None:
+        return problem.value, None, {}
     row, mismatched = {}, []
     for f in contract.fields:
         v = obj.get(f.name)
@@ -110,92 +106,166 @@ def decode_one(value: bytes | None, contract: Contract) -> tuple[str, list[str] 
     return ("type_mismatch", mismatched, row) if mismatched else ("ok", None, row)
 
 
-class Decoder:
-    """Decodes a batch of values into the contract's typed columns.
+# Each fast-path line is {"#row": <position>, "#value": <the value>}.
+ROW_KEY, VALUE_KEY = "#row", "#value"
 
-    Fast path: all values are parsed together as JSON Lines by Arrow's JSON reader (C++, off
-    the GIL). A batch it refuses, or that yields a different number of rows, is split in
-    halves until the culprits are isolated; those take the slow path (`decode_one`), which also
-    finds the reason.
+
+class Decoder:
+    """Decodes a batch of values into the contract's typed columns, each row from its own value.
+
+    Fast path: values that look like one compact JSON object (valid UTF-8, `{` … `}`, no line
+    break) are parsed together as JSON Lines by Arrow's reader (C++, off the GIL), each
+    wrapped with its position: `{"#row": i, "#value": <value>}`. The batch counts only if Arrow returns one
+    row per value with the positions 0, 1, 2 … in order: a value holding two documents, or
+    none, cannot shift another value's fields. A batch that fails (or a value with a
+    non-finite number or a null list item, which Arrow accepts and the reference does not) is
+    split in halves until the culprits are isolated; those, and every value that does not look
+    like one object, take the reference path (`decode_one`), which also finds the reason.
+    Timestamps are read as text and parsed as strictly as the reference does.
     """
 
     def __init__(self, contract: Contract, *, fast: bool = True):
         self.contract = contract
         self.fast = fast
         self.schema = pa.schema([f.with_nullable(True) for f in arrow_schema(contract)])
+        self._timestamps = [f.name for f in contract.fields if f.type is FieldType.TIMESTAMP]
+        self._numbers = [f.name for f in contract.fields if f.type is FieldType.NUMBER]
+        self._lists = [f.name for f in contract.fields if f.type is FieldType.ARRAY]
+        fields = [
+            pa.field(f.name, pa.string()) if f.name in self._timestamps else f for f in self.schema
+        ]
+        read_schema = pa.schema([(ROW_KEY, pa.int64()), (VALUE_KEY, pa.struct(fields))])
         self._options = pj.ParseOptions(
-            explicit_schema=self.schema, unexpected_field_behavior="ignore"
+            explicit_schema=read_schema, unexpected_field_behavior="error"
         )
         # One thread: the lander's other work needs the other core.
         self._read_options = pj.ReadOptions(use_threads=False, block_size=16 << 20)
 
-    def _read(self, values: list[bytes]) -> pa.Table | None:
-        return self._read_buffer(pa.py_buffer(b"\n".join(values)))
-
-    def _read_buffer(self, data: pa.Buffer) -> pa.Table | None:
+    # -- the fast path ------------------------------------------------------------------------
+    def _parse(self, values: pa.Array, positions: np.ndarray) -> pa.Table | None:
+        """Arrow's reader on these values (binary, each `{...}`), or None unless provably one
+        row per value, in order, with what the reference would accept."""
+        prefixes = pa.array(
+            [f'{{"{ROW_KEY}":{i},"{VALUE_KEY}":'.encode() for i in positions], pa.binary()
+        )
+        lines = pc.binary_join_element_wise(prefixes, values, pa.scalar(b"}", pa.binary()), b"")
         try:
-            return pj.read_json(
-                pa.BufferReader(data),
+            table = pj.read_json(
+                pa.BufferReader(_json_lines(lines)),
                 read_options=self._read_options,
                 parse_options=self._options,
             )
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             return None
+        marker = table.column(ROW_KEY)
+        if table.num_rows != len(positions) or marker.null_count:
+            return None
+        if not np.array_equal(marker.to_numpy(), positions):
+            return None
+        inner = table.column(VALUE_KEY).combine_chunks()
+        table = pa.Table.from_arrays(inner.flatten(), names=[f.name for f in inner.type])
+        for name in self._numbers:  # Arrow reads NaN and Infinity; RFC 8259 has neither
+            col = table.column(name)
+            if not pc.all(pc.or_kleene(pc.is_null(col), pc.is_finite(col))).as_py():
+                return None
+        for name in self._lists:  # a null item is not a string
+            if pc.list_flatten(table.column(name)).null_count:
+                return None
+        return self._typed(table)
+
+    def _typed(self, table: pa.Table) -> pa.Table | None:
+        """Timestamp columns parsed from their text exactly as `parse_timestamp` does."""
+        for name in self._timestamps:
+            text = table.column(name)
+            strict = pc.match_substring_regex(text, pattern=TIMESTAMP_PATTERN)
+            if not pc.all(pc.or_kleene(pc.is_null(text), strict)).as_py():
+                return None
+            try:
+                parsed = pc.cast(text, pa.timestamp("us", tz="UTC"))
+            except pa.ArrowInvalid:  # an impossible date (2026-02-30): the reference decides
+                return None
+            i = table.schema.get_field_index(name)
+            table = table.set_column(
+                i, self.schema.field(name), parsed.cast(self.schema.field(name).type)
+            )
+        return table.cast(self.schema)
 
     def _fast_rows(
-        self, values, indices: list[int], tables: list, fast_idx: list, slow: list
+        self, values: pa.Array, positions: np.ndarray, tables: list, fast_idx: list, slow: list
     ) -> None:
-        table = self._read([values[i] for i in indices])
-        if table is not None and table.num_rows == len(indices):
+        table = self._parse(values, positions)
+        if table is not None:
             tables.append(table)
-            fast_idx.extend(indices)
-        elif len(indices) == 1:
-            slow.append(indices[0])
+            fast_idx.extend(positions.tolist())
+        elif len(positions) == 1:
+            slow.append(int(positions[0]))
         else:
-            half = len(indices) // 2
-            self._fast_rows(values, indices[:half], tables, fast_idx, slow)
-            self._fast_rows(values, indices[half:], tables, fast_idx, slow)
+            half = len(positions) // 2
+            self._fast_rows(values.slice(0, half), positions[:half], tables, fast_idx, slow)
+            self._fast_rows(values.slice(half), positions[half:], tables, fast_idx, slow)
+
+    def _candidates(self, values: pa.Array) -> np.ndarray:
+        """Positions of values that may take the fast path (the rest go straight to the
+        reference): not null, valid UTF-8, `{` first and `}` last, no line break."""
+        n = len(values)
+        if not self.fast or not n:
+            return np.zeros(n, bool)
+        ok = pc.and_(pc.starts_with(values, pattern=b"{"), pc.ends_with(values, pattern=b"}"))
+        mask = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
+        mask[_values_with_line_breaks(values)] = False
+        try:
+            values.cast(pa.string())  # validates UTF-8 for the whole batch at once
+        except pa.ArrowInvalid:
+            for i in np.flatnonzero(mask):
+                try:
+                    values[int(i)].as_py().decode("utf-8")
+                except UnicodeDecodeError:
+                    mask[i] = False
+        return mask
 
     def decode(self, values: pa.Array | list) -> tuple[pa.Table, list[str], list]:
         """(decoded table in input order, parse_status per value, mismatched fields per value).
 
         `values` is a binary Arrow array (a raw file's kafka_value column) or a list of bytes.
         """
+        if not isinstance(values, pa.Array):
+            values = pa.array(values, pa.binary())
         n = len(values)
-        if self.fast and isinstance(values, pa.Array) and values.null_count == 0 and n:
-            # The usual case, without a Python object per value: one JSON Lines buffer.
-            table = self._read_buffer(_json_lines(values))
-            if table is not None and table.num_rows == n:
-                return table, ["ok"] * n, [None] * n
-        values = values.to_pylist() if isinstance(values, pa.Array) else values
         status = ["ok"] * n
         mismatched: list[list[str] | None] = [None] * n
-        if not self.fast:
-            candidates, slow = [], list(range(n))
-        else:
-            # Arrow's reader first; what it refuses (not JSON, a value with a line break, a type
-            # mismatch) is isolated by halving and decoded one by one. Tombstones go straight
-            # to the slow path: they cannot be joined into JSON Lines.
-            candidates = [i for i, v in enumerate(values) if v is not None]
-            slow = [i for i, v in enumerate(values) if v is None]
+        fast = self._candidates(values)
         tables: list[pa.Table] = []
         order: list[int] = []
-        if candidates:
-            self._fast_rows(values, candidates, tables, order, slow)
+        slow = np.flatnonzero(~fast).tolist()
+        positions = np.flatnonzero(fast)
+        if len(positions):
+            self._fast_rows(values.filter(pa.array(fast)), positions, tables, order, slow)
         if slow:
             rows = []
             for i in sorted(slow):
-                status[i], mismatched[i], row = decode_one(values[i], self.contract)
+                status[i], mismatched[i], row = decode_one(values[i].as_py(), self.contract)
                 rows.append(row)
                 order.append(i)
             tables.append(pa.Table.from_pylist(rows, schema=self.schema))
         table = pa.concat_tables(tables) if tables else self.schema.empty_table()
         if order != list(range(n)):
-            position = [0] * n
-            for at, i in enumerate(order):
-                position[i] = at
-            table = table.take(pa.array(position, pa.int64()))
+            position = np.empty(n, np.int64)
+            position[np.asarray(order, np.int64)] = np.arange(n)
+            table = table.take(pa.array(position))
         return table, status, mismatched
+
+
+def _values_with_line_breaks(values: pa.Array) -> np.ndarray:
+    """Positions of the values that contain a line feed or carriage return (numpy over the
+    data buffer: Arrow's substring kernels are 15 times slower here)."""
+    if values.buffers()[2] is None:
+        return np.zeros(0, np.int64)
+    offsets = np.frombuffer(values.buffers()[1], np.int32)[
+        values.offset : values.offset + len(values) + 1
+    ]
+    data = np.frombuffer(values.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    hits = np.flatnonzero((data == 10) | (data == 13)) + offsets[0]
+    return np.unique(np.searchsorted(offsets, hits, side="right") - 1)
 
 
 def _json_lines(values: pa.Array) -> pa.Buffer:

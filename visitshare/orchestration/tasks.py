@@ -95,14 +95,18 @@ def validate_dataset(dataset: str, settings: Settings | None = None) -> Validati
 
 # -- release (anonymize → join → publish), one function per DAG task ----------------------------
 def plan_release(settings: Settings | None = None) -> Plan | None:
-    """The plan of the next release; None when nothing is new."""
+    """The plan of the next release; None when nothing is new. First completes and cleans up
+    after any earlier publish that died (and sends pending notices)."""
     from visitshare.release.plan import plan
+    from visitshare.release.recovery import claim_staging, recover
 
     settings = settings or Settings()
+    recover(settings, log.info)
     p = plan(settings)
     if p is None:
         log.info("nothing validated since the latest release: no release")
         return None
+    claim_staging(settings, p.token, airflow=True)
     log.info(
         "release plan %s: %d shards, %d validated rows (files up to id %d)",
         p.token,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
 
 import numpy as np
 import pyarrow as pa
@@ -18,17 +17,17 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from visitshare.contracts import PiiClass
+from visitshare.db.locks import named_lock
 from visitshare.db.tables import curated_files
 from visitshare.landing.files import remove, write_parquet
 from visitshare.producing.topics import is_dlq
-from visitshare.quality.frame import build_frame
-from visitshare.quality.gxrun import ReportsSite, SuiteRunner, redact
+from visitshare.quality.gxrun import ReportsSite
 from visitshare.quality.records import RunStatus, ValidationRun
-from visitshare.quality.suites import Severity
 from visitshare.quality.validate import Validator
 from visitshare.settings import Settings
 
-KEEP_REASONS = ("duplicate_event_id", "decode:")  # no fix of contract or suite changes these
+KEEP_REASONS = ("duplicate_event_id", "decode:")
+MASK = "•••"  # no fix of contract or suite changes these
 
 
 @dataclass(frozen=True)
@@ -72,14 +71,19 @@ def rows(
 ) -> list[dict]:
     """Quarantined rows: where they came from, why, and their fields.
 
-    Direct identifiers and free text are masked unless `reveal` (the quarantine is police-only,
-    but a terminal is not the place for them by default).
+    A field is shown only if it is not personal by its class (direct identifier, free text)
+    and its value passes the field's own check (format, allowed values, range): a name put
+    into `town` or a phone number into `koban_id` fails that check and stays masked. Values
+    of events that do not decode, and unknown fields, are never shown. `reveal` shows all
+    (the quarantine is police-only, but a terminal is not the place for them by default).
     """
-    from visitshare.contracts import ContractRegistry
+    from visitshare.contracts import ContractRegistry, EventValidator
+    from visitshare.contracts.formats import decode_value
     from visitshare.db import engine_for
 
     contract = ContractRegistry.load(settings.contracts_dir).get(dataset)
-    masked = {
+    validator = EventValidator(contract)
+    personal = {
         f.name for f in contract.fields if f.pii in (PiiClass.DIRECT_IDENTIFIER, PiiClass.FREE_TEXT)
     }
     out = []
@@ -88,14 +92,14 @@ def rows(
             for row in pq.read_table(settings.lake / f["path"]).to_pylist():
                 if reason and reason not in row["reasons"]:
                     continue
-                fields = {
-                    k: (
-                        "•••"
-                        if (k in masked and row.get(k) is not None and not reveal)
-                        else row.get(k)
-                    )
-                    for k in contract.field_names
-                }
+                event, _, _ = decode_value(row["kafka_value"])
+                event = event or {}
+                fields = {}
+                for name in contract.field_names:
+                    if name not in event:
+                        continue
+                    shown = reveal or (name not in personal and validator.value_fits(name, event))
+                    fields[name] = event[name] if shown else MASK
                 out.append(
                     {
                         "source": f"{row['kafka_topic']}[{row['kafka_partition']}]@{row['kafka_offset']}",
@@ -110,15 +114,19 @@ def rows(
 
 
 def release(settings: Settings, dataset: str, reason: str | None = None) -> ValidationRun:
-    """Re-validate quarantined rows with the current contract and suite; move those that pass."""
+    """Re-validate quarantined rows with the current contract and suite; move those that pass.
+    Serialized with validation runs of the dataset (they change the same files)."""
     v = Validator(settings, dataset)
+    with named_lock(v.engine, f"validate-{v.dataset}"):
+        return _release(settings, v, reason)
+
+
+def _release(settings: Settings, v: Validator, reason: str | None) -> ValidationRun:
     started = settings.clock.now()
     run = ValidationRun(
         run_id=v.run_id, dataset=v.dataset, kind="release", status=RunStatus.NOTHING_NEW,
         contract=v.contract.id, suite_version=v.suite.version, started_at=started, finished_at=started,
     )  # fmt: skip
-    runner = SuiteRunner(v.suite, settings.clock)
-    latest = settings.clock.now() + timedelta(seconds=settings.future_tolerance_seconds)
     docs = []
     with v.engine.connect() as conn:
         files = _quarantine_files(conn, v.dataset)
@@ -136,14 +144,14 @@ def release(settings: Settings, dataset: str, reason: str | None = None) -> Vali
         if not candidate.any():
             continue
         idx = np.flatnonzero(candidate)
-        frame = build_frame(table.take(pa.array(idx)), v.contract)
-        outcomes, gx_result = runner.run(frame, latest, f"{v.run_id}/{f['batch']}")
-        docs.append((f"release-{f['batch']}", redact(gx_result).to_json_dict()))
+        values = table.column("kafka_value").take(pa.array(idx)).to_pylist()
+        verdict = v.judge(table, values, idx, f"{v.run_id}/{f['batch']}")
+        if verdict.docs is not None:
+            docs.append((f"release-{f['batch']}", verdict.docs))
         new_reasons: dict[int, list[str]] = {int(i): [] for i in idx}
-        for rule in v.suite.rules:
-            if rule.severity is Severity.ERROR:
-                for row_id in outcomes[rule.rule_id].failing_rows:
-                    new_reasons[int(idx[row_id])].append(rule.reason)
+        for (reason_code, _), failing in verdict.failures.items():
+            for i in failing:
+                new_reasons[int(i)].append(reason_code)
         # These rows were first occurrences when validated (duplicates are never candidates).
         passed = [i for i, rs in new_reasons.items() if not rs]
         run.rows_in += len(idx)

@@ -1,26 +1,26 @@
-"""Expectation suites: the contract's rules (generated) plus the hand-written ones in expectations/.
+"""Expectation suites: the hand-written rules in expectations/, run through Great Expectations.
 
 A rule is one Great Expectations expectation with three more facts in its meta:
 - rule_id: stable name (run records and quarantined rows refer to it);
 - severity: "error" quarantines the failing rows, "warning" only reports them;
 - reason: the code a failing row carries ("missing_field:visit_id", "rule:...").
 
-Contract rules are derived from `schemas/` at run time (they are never edited by hand); the
-suite file holds the rules a contract cannot express. Both run as one GX suite.
+The contract's own rules (types, allowed values, formats, ranges, geography, no future times)
+are checked first by the producer's validator (`visitshare.quality.contract`), so that
+validation and the producer agree on every input; the suite file holds the rules a contract
+cannot express (across fields, plausibility), run on the rows that pass the contract.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from visitshare.contracts import Contract, FieldType, geography
-from visitshare.contracts.formats import UUID_PATTERN
+from visitshare.contracts import Contract, FieldType
 from visitshare.contracts.model import Domain
 from visitshare.quality.errors import SuiteError
 
@@ -94,170 +94,6 @@ class Suite:
         raise KeyError(rule_id)
 
 
-def _regex_of_values(values: list[str], max_items: int | None = None) -> str:
-    """Anchored regex for a ';'-joined list whose items come from `values`."""
-    item = "(?:" + "|".join(re.escape(v) for v in values) + ")"
-    repeat = "*" if max_items is None else f"{{0,{max_items - 1}}}"
-    return f"^$|^{item}(?:{re.escape(LIST_SEPARATOR)}{item}){repeat}$"
-
-
-def contract_rules(contract: Contract) -> list[Rule]:
-    """The rules a contract implies, one per field and constraint."""
-
-    def rule(kind, name, gx_type, reason, **kwargs) -> Rule:
-        return Rule(f"contract.{kind}.{name}", gx_type, kwargs, Severity.ERROR, reason, "contract")
-
-    rules = [
-        rule(
-            # Values that did not decode at all never reach the suite: only type mismatches do.
-            "decodes", "event", "expect_column_values_to_be_in_set", "decode:type_mismatch",
-            column=PARSE_STATUS, value_set=["ok"],
-        )
-    ]  # fmt: skip
-    for f in contract.fields:
-        n = f.name
-        if f.required:
-            rules.append(
-                rule(
-                    "required",
-                    n,
-                    "expect_column_values_to_not_be_null",
-                    f"missing_field:{n}",
-                    column=n,
-                )
-            )
-        if f.type in (FieldType.STRING, FieldType.UUID):
-            if f.domain is Domain.TOKYO_MUNICIPALITY:
-                codes = sorted(geography.municipalities())
-                rules.append(
-                    rule(
-                        "allowed",
-                        n,
-                        "expect_column_values_to_be_in_set",
-                        f"unknown_value:{n}",
-                        column=n,
-                        value_set=codes,
-                    )
-                )
-            elif f.domain is Domain.TOKYO_TOWN:
-                pairs = sorted(
-                    f"{c}:{t}" for c, m in geography.municipalities().items() for t in m.towns
-                )
-                rules.append(
-                    rule(
-                        "allowed",
-                        n,
-                        "expect_column_values_to_be_in_set",
-                        f"unknown_value:{n}",
-                        column=TOWN_KEY,
-                        value_set=pairs,
-                    )
-                )
-            elif f.enum:
-                rules.append(
-                    rule(
-                        "allowed",
-                        n,
-                        "expect_column_values_to_be_in_set",
-                        f"unknown_value:{n}",
-                        column=n,
-                        value_set=f.enum,
-                    )
-                )
-            if f.type is FieldType.UUID:
-                rules.append(
-                    rule(
-                        "format",
-                        n,
-                        "expect_column_values_to_match_regex",
-                        f"bad_format:{n}",
-                        column=n,
-                        regex=f"^{UUID_PATTERN}$",
-                    )
-                )
-            if f.pattern:
-                rules.append(
-                    rule(
-                        "format",
-                        n,
-                        "expect_column_values_to_match_regex",
-                        f"bad_format:{n}",
-                        column=n,
-                        regex=f.pattern,
-                    )
-                )
-            if f.max_length:
-                rules.append(
-                    rule(
-                        "length",
-                        n,
-                        "expect_column_value_lengths_to_be_between",
-                        f"too_long:{n}",
-                        column=n,
-                        max_value=f.max_length,
-                    )
-                )
-        elif f.type in (FieldType.INTEGER, FieldType.NUMBER):
-            if n == "schema_version":
-                rules.append(
-                    rule(
-                        "version",
-                        n,
-                        "expect_column_values_to_be_between",
-                        "wrong_schema_version",
-                        column=n,
-                        min_value=contract.version,
-                        max_value=contract.version,
-                    )
-                )
-            elif f.minimum is not None or f.maximum is not None:
-                rules.append(
-                    rule(
-                        "range",
-                        n,
-                        "expect_column_values_to_be_between",
-                        f"out_of_range:{n}",
-                        column=n,
-                        min_value=f.minimum,
-                        max_value=f.maximum,
-                    )
-                )
-        elif f.type is FieldType.TIMESTAMP and f.not_future:
-            rules.append(
-                rule(
-                    "not_future",
-                    n,
-                    "expect_column_values_to_be_between",
-                    f"future_timestamp:{n}",
-                    column=n,
-                    max_value={"$PARAMETER": LATEST_PARAMETER},
-                )
-            )
-        elif f.type is FieldType.ARRAY:
-            rules.append(
-                rule(
-                    "allowed",
-                    n,
-                    "expect_column_values_to_match_regex",
-                    f"unknown_value:{n}",
-                    column=n,
-                    regex=_regex_of_values(f.item_values),
-                )
-            )
-            if f.max_items:
-                rules.append(
-                    rule(
-                        "length",
-                        n,
-                        "expect_column_values_to_match_regex",
-                        f"too_long:{n}",
-                        column=n,
-                        regex=f"^[^;]*(?:;[^;]*){{0,{f.max_items - 1}}}$",
-                    )
-                )
-    return rules  # fmt: skip
-
-
 def frame_columns(contract: Contract) -> frozenset[str]:
     """Columns of the frame the suite runs on: the contract's fields plus derived ones."""
     cols = {f.name for f in contract.fields} | {PARSE_STATUS, "row_id"}
@@ -287,6 +123,8 @@ def _hand_written(
         if not isinstance(meta, dict) or not meta.get("rule_id"):
             raise SuiteError(f"{where}: meta.rule_id is missing")
         where = f"{path}: rule {meta['rule_id']!r}"
+        if str(meta["rule_id"]).split(".")[0] == "contract":
+            raise SuiteError(f"{where}: rule ids 'contract…' belong to the contract check")
         try:
             severity = Severity(meta.get("severity", ""))  # absent: ValueError too
         except ValueError:
@@ -320,11 +158,12 @@ def _hand_written(
 
 
 def load_suite(expectations_dir: Path, contract: Contract) -> Suite:
-    """The full suite of a dataset: contract rules + the hand-written rules of its file."""
+    """The suite of a dataset: the hand-written rules of its file (the contract's own rules are
+    checked before it by the producer's validator, `visitshare.quality.contract`)."""
     path = expectations_dir / f"{contract.name}.json"
     columns = frame_columns(contract)
     hand, file_version = _hand_written(path, contract, columns)
-    rules = contract_rules(contract) + hand
+    rules = hand
     ids = [r.rule_id for r in rules]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:

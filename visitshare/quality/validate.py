@@ -35,8 +35,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from visitshare.contracts import Contract, ContractRegistry, arrow_schema
+from visitshare.contracts import Contract, ContractRegistry, Reason, arrow_schema
 from visitshare.db import engine_for
+from visitshare.db.locks import named_lock
 from visitshare.db.tables import (
     curated_files,
     validated_raw_files,
@@ -47,6 +48,7 @@ from visitshare.landing import manifest, zones
 from visitshare.landing.files import remove, write_parquet
 from visitshare.processes import process_pool
 from visitshare.producing.topics import DLQ_SUFFIX, dataset_topics
+from visitshare.quality.contract import ContractCheck, reason_of_rule
 from visitshare.quality.errors import QualityError
 from visitshare.quality.records import RuleResult, RunStatus, ValidationRun
 from visitshare.quality.suites import Severity, Suite, load_suite
@@ -58,7 +60,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SAMPLE_ROWS = 10  # failing-row references kept per rule in the run record
-HEAVY = ("kafka_key", "kafka_value", "kafka_headers")  # raw columns only quarantine needs
+HEAVY = ("kafka_key", "kafka_value", "kafka_headers")  # raw columns read only where needed
+REASON_CODES = frozenset(r.value for r in Reason)
+CONTRACT_RULE = "contract"  # the producer's contract check, as one rule of the run record
 RawFiles = list[tuple[int, manifest.RawFile]]  # (manifest id, file)
 
 
@@ -103,6 +107,20 @@ class BatchResult:
     peak_rss_mb: float = 0.0
 
 
+@dataclass
+class Verdict:
+    """What the contract check and the suite found in some rows (row numbers, no values)."""
+
+    failures: defaultdict[tuple[str, str], list[int]] = field(
+        default_factory=lambda: defaultdict(list)
+    )  # (reason, rule id) → rows
+    warnings: defaultdict[tuple[str, str], list[int]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    evaluated: Counter = field(default_factory=Counter)  # rule id → rows it looked at
+    docs: dict | None = None  # the redacted GX result, as JSON
+
+
 class Validator:
     def __init__(self, settings: Settings, dataset: str):
         self.settings = settings
@@ -116,6 +134,7 @@ class Validator:
         self.clock = settings.clock
         self.run_id = self.clock.now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._runner: SuiteRunner | None = None  # created where batches are validated
+        self.contract_check = ContractCheck(self.contract, settings)
         self.worker_peak_rss_mb: dict[int, float] = {}  # per process that validated batches
         fields = self.contract.field_names
         self._frame_inputs = ["parse_status", *fields]
@@ -256,8 +275,6 @@ class Validator:
     # -- one batch (in a worker process, or here) ---------------------------------------------------
     def process(self, plan: BatchPlan) -> BatchResult:
         """Validate one batch and write its files; returns what to commit and report."""
-        from visitshare.quality.frame import build_frame
-        from visitshare.quality.gxrun import SuiteRunner, redact
 
         # The bulky original bytes are read only for the rows that end in quarantine.
         paths = [self.lake / f.path for _, f in plan.files]
@@ -286,43 +303,31 @@ class Validator:
         if len(dlq_rows):
             headers = _heavy_rows(paths, starts, dlq_rows, ["kafka_headers"]).column(0).to_pylist()
             why = {
-                int(i): {e["key"]: e["value"] for e in hs or []}.get("dlq_reason", b"unknown")
+                int(i): _producer_reason({e["key"]: e["value"] for e in hs or []})
                 for i, hs in zip(dlq_rows, headers, strict=True)
             }
-            fail(
-                dlq_rows,
-                lambda i: "producer:" + why[int(i)].decode(errors="replace"),
-                "producer_contract_check",
-            )
-        status = raw.column("parse_status")
-        decoded = pc.is_in(status, pa.array(["ok", "type_mismatch"])).to_numpy(zero_copy_only=False)
-        undecodable = np.flatnonzero(~decoded & ~is_dlq)
-        fail(undecodable, lambda i: f"decode:{status[int(i)].as_py()}", "contract.decodes.event")
+            fail(dlq_rows, lambda i: "producer:" + why[int(i)], "producer_contract_check")
         # 2. Duplicates (decided in the plan).
         fail(np.flatnonzero(plan.duplicate), "duplicate_event_id", "event_id_unique")
 
-        # 3. The suite, through GX, on everything else.
-        checked = np.flatnonzero(~is_dlq & decoded & ~plan.duplicate)
-        if len(checked):
-            frame = build_frame(_rows(raw.select(self._frame_inputs), checked), self.contract)
-            latest = self.clock.now() + timedelta(seconds=self.settings.future_tolerance_seconds)
-            if self._runner is None:
-                self._runner = SuiteRunner(self.suite, self.clock)
-            outcomes, gx_result = self._runner.run(frame, latest, f"{self.run_id}/{plan.name}")
-            del frame
-            for rule in self.suite.rules:
-                outcome = outcomes[rule.rule_id]
-                stat = result.rules.setdefault(rule.rule_id, [0, 0, []])
-                stat[0] += outcome.evaluated
-                rows = checked[outcome.failing_rows]
-                if rule.severity is Severity.ERROR:
-                    fail(rows, rule.reason, rule.rule_id)
-                else:
-                    stat[1] += len(rows)
-                    stat[2].extend(refs[i] for i in rows[: SAMPLE_ROWS - len(stat[2])])
-                    if len(rows):
-                        result.warnings_by_reason[rule.reason] += len(rows)
-            result.docs = redact(gx_result).to_json_dict()
+        # 3. The producer's contract check on everything else, the suite on what passes it.
+        rest = np.flatnonzero(~is_dlq & ~plan.duplicate)
+        values = (
+            _heavy_rows(paths, starts, rest, ["kafka_value"]).column(0).to_pylist()
+            if len(rest)
+            else []
+        )
+        verdict = self.judge(raw, values, rest, f"{self.run_id}/{plan.name}")
+        for (reason, rule_id), rows in verdict.failures.items():
+            fail(np.asarray(rows, np.int64), reason, rule_id)
+        for rule_id, n_evaluated in verdict.evaluated.items():
+            result.rules.setdefault(rule_id, [0, 0, []])[0] += n_evaluated
+        for (reason, rule_id), rows in verdict.warnings.items():
+            stat = result.rules.setdefault(rule_id, [0, 0, []])
+            stat[1] += len(rows)
+            stat[2].extend(refs[i] for i in rows[: SAMPLE_ROWS - len(stat[2])])
+            result.warnings_by_reason[reason] += len(rows)
+        result.docs = verdict.docs
 
         # 4. Write both zones, named after the batch.
         bad = np.array([bool(r) for r in reasons], bool)
@@ -350,6 +355,41 @@ class Validator:
             self.dataset, plan.name, n, result.valid, result.quarantined, result.duplicates,
         )  # fmt: skip
         return result
+
+    def judge(self, raw: pa.Table, values: list, rows: np.ndarray, run_name: str) -> Verdict:
+        """The contract check (the producer's own) on `rows` of `raw`, whose message values
+        are `values` (same order), then the suite through GX on the rows that pass it."""
+        from visitshare.quality.frame import build_frame
+        from visitshare.quality.gxrun import SuiteRunner, redact
+
+        verdict = Verdict()
+        status = raw.column("parse_status").to_pylist()
+        passed = []
+        for i, value in zip(rows.tolist(), values, strict=True):
+            problems = self.contract_check(value, status[i])
+            for key in problems:
+                verdict.failures[key].append(i)
+            if not problems:
+                passed.append(i)
+        verdict.evaluated[CONTRACT_RULE] += len(rows)
+        if not passed:
+            return verdict
+        checked = np.asarray(passed, np.int64)
+        frame = build_frame(_rows(raw.select(self._frame_inputs), checked), self.contract)
+        latest = self.clock.now() + timedelta(seconds=self.settings.future_tolerance_seconds)
+        if self._runner is None:
+            self._runner = SuiteRunner(self.suite, self.clock)
+        outcomes, gx_result = self._runner.run(frame, latest, run_name)
+        del frame
+        for rule in self.suite.rules:
+            outcome = outcomes[rule.rule_id]
+            verdict.evaluated[rule.rule_id] += outcome.evaluated
+            failing = checked[outcome.failing_rows].tolist()
+            if failing:
+                target = verdict.failures if rule.severity is Severity.ERROR else verdict.warnings
+                target[(rule.reason, rule.rule_id)].extend(failing)
+        verdict.docs = redact(gx_result).to_json_dict()
+        return verdict
 
     # -- zones ------------------------------------------------------------------------------
     def _write_validated(self, batch: str, rows: pa.Table) -> list[dict]:
@@ -488,6 +528,15 @@ def _add(run: ValidationRun, plan: BatchPlan, result: BatchResult) -> None:
         run.quarantined_by_reason[reason] = run.quarantined_by_reason.get(reason, 0) + n
     for reason, n in result.warnings_by_reason.items():
         run.warnings_by_reason[reason] = run.warnings_by_reason.get(reason, 0) + n
+    known = {r.rule_id for r in run.rules}
+    for rule_id in result.rules.keys() - known:  # the contract check's rules: by what occurred
+        run.rules.append(
+            RuleResult(
+                rule_id=rule_id, expectation="contract check (producer's validator)",
+                columns=[], severity=Severity.ERROR.value, reason=reason_of_rule(rule_id),
+                source="contract",
+            )
+        )  # fmt: skip
     for record in run.rules:
         evaluated, failed, samples = result.rules.get(record.rule_id, (0, 0, []))
         record.evaluated += evaluated
@@ -498,6 +547,13 @@ def _add(run: ValidationRun, plan: BatchPlan, result: BatchResult) -> None:
         for p, (lo, hi) in parts.items():
             old = merged.get(p)
             merged[p] = [min(lo, old[0]), max(hi, old[1])] if old else [lo, hi]
+
+
+def _producer_reason(headers: dict[str, bytes]) -> str:
+    """The reason code our producer wrote into a DLQ record's headers. Anyone can write to a
+    DLQ topic: only a known code is reported (a header could carry anything)."""
+    code = headers.get("dlq_reason", b"").decode(errors="replace")
+    return code if code in REASON_CODES else "unknown"
 
 
 def _file(zone, path, rows, nbytes, digest, municipality_code=None, month=None) -> dict:
@@ -556,8 +612,13 @@ def _source_ranges(files: RawFiles) -> dict[str, dict[str, list[int]]]:
 
 # -- entry points --------------------------------------------------------------------------------
 def validate(settings: Settings, dataset: str) -> ValidationRun:
-    """Validate everything landed for `dataset` since the last run."""
-    return Validator(settings, dataset).run()
+    """Validate everything landed for `dataset` since the last run.
+
+    Runs of one dataset are serialized (a lock in the project database): two at once (an
+    Airflow task and a command, say) would take the same raw files."""
+    validator = Validator(settings, dataset)
+    with named_lock(validator.engine, f"validate-{validator.dataset}"):
+        return validator.run()
 
 
 def reset(settings: Settings, dataset: str) -> None:

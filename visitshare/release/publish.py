@@ -44,6 +44,7 @@ from visitshare.release.outcomes import (
     repeat_victimization,
 )
 from visitshare.release.plan import plan
+from visitshare.release.recovery import claim_staging, complete_release, publish_lock, recover
 from visitshare.release.releases import latest_release, release_dir
 from visitshare.release.retention import expire_releases
 from visitshare.settings import Settings
@@ -109,6 +110,8 @@ def finalize(
         top = conn.execute(sa.select(sa.func.max(releases.c.id))).scalar()
     if done is not None:  # a retry after the release committed: the same release, once
         say(f"plan {plan_.token} was already published as release {done.id}")
+        if done.completed_at is None:
+            complete_release(settings, done)
         return Published(
             release_id=done.id,
             tables=done.tables,
@@ -139,6 +142,23 @@ def finalize(
         )
         disclosure.enforce(report)  # raises: nothing was written to the shared zone
 
+    with publish_lock(settings):
+        return _write(settings, plan_, results, data, report, release_id, latest, say)
+
+
+def _write(
+    settings: Settings,
+    plan_: Plan,
+    results: list[ShardResult],
+    data: dict[str, pa.Table],
+    report: disclosure.DisclosureReport,
+    release_id: int,
+    latest: sa.Row | None,
+    say: Callable[[str], None],
+) -> Published:
+    """Write every table and commit the release (under the publish lock), then complete it."""
+    engine = engine_for(settings)
+    now = report.created_at
     say(f"writing release {release_id}: {len(shared.TABLES)} Iceberg tables")
     cat = shared.catalog(settings)
     tables: dict[str, dict[str, Any]] = {}
@@ -176,9 +196,12 @@ def finalize(
                 notice_sent=False,
             )
         )
-    for spec in shared.TABLES:
-        shared.tag_release(cat, spec, tables[spec.name]["snapshot_id"], release_id)
-    _, page = disclosure.write_report(report, release_dir(settings, release_id))
+    # The release is committed. What follows is repeated by the next publish if this one dies
+    # here (recovery.complete_releases), so each step is idempotent.
+    with engine.connect() as conn:
+        row = conn.execute(sa.select(releases).where(releases.c.id == release_id)).one()
+    complete_release(settings, row)
+    page = release_dir(settings, release_id) / "disclosure.html"
     shutil.rmtree(staging_dir(settings, plan_.token), ignore_errors=True)
     sent = send_pending_notices(settings)
     expired = expire_releases(settings, now)
@@ -198,10 +221,13 @@ def publish(
     new_key: bool = False,
     say: Callable[[str], None] = log.info,
 ) -> Published | None:
-    """Plan, build every shard (in `publish_workers` processes) and finalize."""
+    """Recover from any earlier publish that died, then plan, build every shard (in
+    `publish_workers` processes) and finalize."""
+    recover(settings, say)
     p = plan(settings, force=force, new_key=new_key)
     if p is None:
         return None
+    claim_staging(settings, p.token)
     say(
         f"building {len(p.shards)} shards of {sum(s.rows for s in p.shards):,} validated rows "
         f"({settings.publish_workers} processes)"

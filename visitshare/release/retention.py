@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 
@@ -31,7 +31,7 @@ def expire_releases(settings: Settings, now: datetime | None = None) -> list[int
                 releases.c.status == "published", releases.c.id < latest.id
             )
         ).all()
-        ids = [r.id for r in old if _aware(r.published_at) < cutoff]
+        ids = [r.id for r in old if r.published_at < cutoff]
         if not ids:
             return []
         for spec in shared.TABLES:
@@ -48,7 +48,3 @@ def expire_releases(settings: Settings, now: datetime | None = None) -> list[int
         if cat.table_exists(spec.iceberg):
             cat.load_table(spec.iceberg).maintenance.expire_snapshots().older_than(cutoff).commit()
     return ids
-
-
-def _aware(dt: datetime) -> datetime:
-    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)  # SQLite returns naive UTC

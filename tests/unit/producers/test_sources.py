@@ -60,3 +60,22 @@ def test_dataset_comes_from_the_file_name_or_must_be_given(tmp_path, contracts):
     assert infer_dataset(tmp_path / "incident_report-2026-11.csv", contracts) == "incident_report"
     with pytest.raises(ValueError, match="--dataset"):
         infer_dataset(tmp_path / "export.csv", contracts)
+
+
+@pytest.mark.parametrize(
+    ("line", "cells"),
+    [
+        ("13104,西新宿", 2),  # fewer cells than the header: once silently accepted short
+        ("13104,西新宿,completed,extra", 4),  # more: once silently dropped
+        ("13104,西新宿,note, with a comma", 4),  # an unquoted comma in the last column
+    ],
+)
+def test_a_csv_row_of_the_wrong_shape_goes_whole_to_the_dlq(contracts, tmp_path, line, cells):
+    path = tmp_path / "visit_outcome.csv"
+    path.write_text(f"municipality_code,town,notes\n13104,西新宿,fine\n{line}\n", encoding="utf-8")
+    good, bad = list(read_export(path, contracts))
+    assert good.problems == () and good.payload["notes"] == "fine"
+    (problem,) = bad.problems
+    assert problem.reason is Reason.CSV_ROW_SHAPE
+    assert f"row 3 of visit_outcome.csv has {cells} cells; its header has 3" in problem.message
+    assert bad.payload == line.encode()  # the row as it was, for the DLQ

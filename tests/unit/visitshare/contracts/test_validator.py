@@ -165,3 +165,44 @@ def test_fast_check_and_detailed_validator_agree_on_simulated_streams(contracts)
 def test_fast_check_source_is_readable(validator):
     source = validator._fast.source
     assert source.startswith("def check(e):") and "g('phone')" in source
+
+
+def test_fast_and_detailed_checks_agree_on_the_adversarial_corpus(contracts):
+    """Regression (validation weaker than the producer): one decoder and one validator decide
+    for the producer, landing and validation; its two paths agree on every corpus value."""
+    from tests.corpus import CLOCK, corpus
+
+    for case in corpus():
+        v = EventValidator(contracts.get(case.dataset), clock=CLOCK)
+        event, problems = v.decode(case.value)
+        if problems:
+            assert case.expect is not None, case.name
+            continue
+        fast, detailed = v.is_valid(event), v.explain(event)
+        assert fast == (detailed == []), case.name
+        if case.expect is None:
+            assert detailed == [], f"{case.name}: {detailed}"
+
+
+@pytest.mark.parametrize(
+    ("value", "reason"),
+    [
+        (None, Reason.NULL_VALUE),
+        (b"\xef\xbb\xbf{}", Reason.INVALID_JSON),
+        (b'{"satisfaction": NaN}', Reason.INVALID_JSON),
+        (b'{"a": 1, "a": 2}', Reason.DUPLICATE_KEY),
+        (b'{"a" : 1, "a" : 2}', Reason.DUPLICATE_KEY),
+        (b'{"a": {"b": 1, "b": 2}}', Reason.DUPLICATE_KEY),
+        (b'{"a": ' + b"[" * 40 + b"]" * 40 + b"}", Reason.INVALID_JSON),
+        (b'{"a": 1}\n{"b": 2}', Reason.INVALID_JSON),
+        (b"null", Reason.NOT_AN_OBJECT),
+    ],
+)
+def test_a_value_that_is_not_exactly_one_json_object_is_named(validator, value, reason):
+    _, problems = validator.decode(value)
+    assert [p.reason for p in problems] == [reason]
+
+
+def test_a_key_with_a_colon_in_a_string_is_not_a_duplicate(validator):
+    event, problems = validator.decode(b'{"a": "x\\":y", "b": "\\"c\\":"}')
+    assert problems == [] and event == {"a": 'x":y', "b": '"c":'}

@@ -130,3 +130,71 @@ def test_file_names_sort_by_offset():
         zones.raw_file("t", 0, 1000, 1999, "0f7c2a1e-1111").name,
     ]
     assert names[0].startswith("00000000000000000100-00000000000000000199.")
+
+
+# -- decoding is positional and strict (crash classes found from outside) ----------------------
+def _alone(decoder: Decoder, value):
+    table, status, mismatched = decoder.decode([value])
+    return table.to_pylist()[0], status[0], mismatched[0]
+
+
+@pytest.mark.parametrize(
+    "intruder",
+    [
+        lambda a, b: a + b"\n" + b,  # two documents on two lines
+        lambda a, b: a + b,  # two documents on one line
+        lambda a, b: a + b" " + b,  # a space apart
+        lambda a, b: a + b"\r\n" + b,
+    ],
+)
+def test_decoding_is_positional_two_documents_cannot_shift_their_neighbours(
+    contracts, visits, intruder
+):
+    """Regression (critical): a value holding two documents, followed later in the same file
+    by an empty value, shifted every record between them by one offset."""
+    decoder = Decoder(contracts.get("visit_outcome"))
+    values = [visits[0], intruder(visits[1], visits[2]), *visits[3:20], b"", *visits[20:40]]
+    table, status, mismatched = decoder.decode(values)
+    rows = table.to_pylist()
+    for i, value in enumerate(values):
+        assert (rows[i], status[i], mismatched[i]) == _alone(decoder, value), i
+    assert status[1] == "invalid_json" and status[19] == "invalid_json"
+
+
+def test_fast_and_reference_decoders_agree_on_the_adversarial_corpus(contracts):
+    from tests.corpus import corpus
+
+    for dataset in ("visit_outcome", "incident_report"):
+        values = [c.value for c in corpus() if c.dataset == dataset]
+        contract = contracts.get(dataset)
+        fast = Decoder(contract).decode(values)
+        reference = Decoder(contract, fast=False).decode(values)
+        assert fast[1] == reference[1]
+        assert fast[2] == reference[2]
+        assert fast[0].to_pylist() == reference[0].to_pylist()
+
+
+def test_invalid_utf8_never_reaches_a_string_column(contracts, visits, tmp_path):
+    """Regression: a cp932 / Latin-1 / CESU-8 value landed as `ok` and wrote invalid UTF-8 into
+    the raw file, which then broke every validation run."""
+    import duckdb
+
+    event = json.loads(visits[0])
+    bad = [
+        json.dumps(event, ensure_ascii=False).encode("cp932", errors="replace"),
+        visits[0].replace("西".encode(), b"\xe9", 1) if "西".encode() in visits[0] else b"\xe9",
+        visits[0][:-1] + b',"notes":"\xed\xa0\x80"}',
+        visits[0][:-1] + b',"unknown":"\xff"}',
+    ]
+    decoder = Decoder(contracts.get("visit_outcome"))
+    records = [_record(i, v) for i, v in enumerate([*bad, visits[1]])]
+    table = complete_table(pa.Table.from_batches([kafka_batch("t", 0, records)]), decoder)
+    assert table.column("parse_status").to_pylist()[:4] == ["invalid_utf8"] * 4
+    path = tmp_path / "raw.parquet"
+    write_parquet(table, path)
+    for column in table.schema:
+        if pa.types.is_string(column.type):
+            pq.read_table(path, columns=[column.name]).column(0).cast(pa.string()).validate(
+                full=True
+            )
+    assert duckdb.sql(f"select count(*) from '{path}'").fetchall() == [(5,)]

@@ -12,6 +12,7 @@ import pyarrow.compute as pc
 import pytest
 
 from tests.helpers import land_values
+from visitshare.quality import quarantine
 from visitshare.quality.validate import read_curated, reset, validate
 from visitshare.settings import Settings
 
@@ -54,16 +55,16 @@ future = (NOW + timedelta(days=3)).isoformat(timespec="seconds")
 VISIT_CASES = [
     ("good", visit(), None, []),
     ("missing required", visit(visit_id=DROP), ["missing_field:visit_id"], []),
-    # An unknown outcome is not "completed": the rules about assessments fail as well.
-    ("unknown outcome", visit(outcome="maybe"), ["unknown_value:outcome", "rule:satisfaction_without_completed_visit", "rule:assessment_without_completed_visit"], []),
-    ("unknown municipality", visit(municipality_code="13999"), ["unknown_value:municipality_code", "unknown_value:town"], []),
+    # The producer's reason codes, exactly: the suite runs only on rows that pass the contract.
+    ("unknown outcome", visit(outcome="maybe"), ["unknown_value:outcome"], []),
+    ("unknown municipality", visit(municipality_code="13999"), ["unknown_value:municipality_code"], []),
     ("town of another ward", visit(town="三軒茶屋"), ["unknown_value:town"], []),
     ("bad phone", visit(phone="+81 80 6400 2141"), ["bad_format:phone"], []),
     ("bad event id", visit(event_id="not-a-uuid-at-all-but-long-enough-xx"), ["bad_format:event_id"], []),
     ("notes too long", visit(notes="あ" * 2001), ["too_long:notes"], []),
     ("satisfaction out of range", visit(satisfaction=9), ["out_of_range:satisfaction"], []),
     ("future visit", visit(visited_at=future, produced_at=future), ["future_timestamp:produced_at", "future_timestamp:visited_at"], []),
-    ("next schema version", visit(schema_version=2), ["wrong_schema_version"], []),
+    ("next schema version", visit(schema_version=2), ["wrong_schema_version:schema_version"], []),
     ("unknown vulnerability", visit(vulnerabilities=["poor_lighting", "dragons"]), ["unknown_value:vulnerabilities"], []),
     ("too many materials", visit(materials=["leaflet_burglary"] * 11), ["too_long:materials"], []),
     ("satisfaction without visit", visit(outcome="not_home", vulnerabilities=DROP), ["rule:satisfaction_without_completed_visit"], []),
@@ -71,7 +72,7 @@ VISIT_CASES = [
     ("assessment without visit", visit(outcome="declined", satisfaction=DROP), ["rule:assessment_without_completed_visit"], []),
     ("visit at 3 am", visit(visited_at=visit()["visited_at"].replace("T10:15", "T03:00")), None, ["rule:visit_outside_working_hours"]),
     ("recorded before visit", visit(produced_at=visit()["visited_at"].replace("T10:15", "T09:00")), None, ["rule:recorded_before_visit"]),
-    ("wrong type", visit(residents_count="3"), ["decode:type_mismatch"], []),
+    ("wrong type", visit(residents_count="3"), ["wrong_type:residents_count"], []),
 ]  # fmt: skip
 
 
@@ -150,10 +151,10 @@ def test_counts_reconcile_and_are_recorded(module_settings, validated):
     assert record["suite_version"].startswith("visit_outcome.v1+suite-1.0.0+")
     rules = {r["rule_id"]: r for r in record["rules"]}
     assert (
-        rules["contract.format.phone"]["failed"] == 1
-        and rules["contract.format.phone"]["severity"] == "error"
+        rules["contract.bad_format.phone"]["failed"] == 1
+        and rules["contract.bad_format.phone"]["severity"] == "error"
     )
-    assert rules["contract.format.phone"]["sample_rows"] == [
+    assert rules["contract.bad_format.phone"]["sample_rows"] == [
         f"{settings.topic('visits.outcomes.v1')}[0]@5"
     ]
     assert rules["visit_in_plausible_hours"]["severity"] == "warning"
@@ -278,3 +279,32 @@ def test_release_after_fixing_the_suite_moves_rows_and_keeps_counts(
     remaining = read_curated(settings, "visit_outcome", "quarantine")
     assert remaining.num_rows == 3  # unknown outcome, the duplicate, the broken value
     assert valid.num_rows + remaining.num_rows == 5  # still reconciles with what landed
+
+
+def test_quarantine_show_masks_personal_data_put_into_the_wrong_field(settings):
+    """Regression: masking by the field's PII class alone showed a name put into `town`, a
+    phone number into `koban_id` and text into `concerns`."""
+    topic = settings.topic("visits.outcomes.v1")
+    misplaced = visit(
+        town="山田 太郎", koban_id="090-1234-5678", concerns=["call me on 090-1234-5678"]
+    )
+    land_values(settings, topic, [json.dumps(misplaced, ensure_ascii=False).encode(), b"\xff"])
+    validate(settings, "visit_outcome")
+    shown = quarantine.rows(settings, "visit_outcome")
+    fields = shown[0]["fields"]
+    text = json.dumps(shown, ensure_ascii=False)
+    assert "山田" not in text and "090-1234-5678" not in text
+    assert fields["town"] == fields["koban_id"] == fields["concerns"] == "•••"
+    assert fields["outcome"] == "completed" and fields["municipality_code"] == "13104"
+    assert shown[1]["fields"] == {}  # a value that does not decode shows nothing
+    revealed = quarantine.rows(settings, "visit_outcome", reveal=True)
+    assert revealed[0]["fields"]["town"] == "山田 太郎"
+
+
+def test_a_crafted_dlq_header_cannot_put_a_value_into_reports(settings):
+    """Anyone can write to a DLQ topic: only reason codes the project knows are reported."""
+    topic = settings.topic("visits.outcomes.v1") + ".dlq"
+    headers = [[("dlq_reason", "山田 太郎 090-1234-5678".encode())], [("dlq_reason", b"too_long")]]
+    land_values(settings, topic, [b"{}", b"{}"], headers=headers)
+    run = validate(settings, "visit_outcome")
+    assert run.quarantined_by_reason == {"producer:unknown": 1, "producer:too_long": 1}

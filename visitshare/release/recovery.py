@@ -1,0 +1,206 @@
+"""What a killed publish leaves behind, and how the next one cleans it up and completes it.
+
+A publish can die at any moment (SIGKILL, power, an Airflow worker lost). What it may leave:
+- a staging folder of police-zone data (`lake/staging/<plan token>/`): removed once no live
+  process owns it (the folder names its owner: a process, or Airflow's tasks with a deadline);
+- Iceberg files of a write that never committed: removed when no snapshot, manifest or
+  metadata file of the table references them (proved from the table's own metadata, while
+  holding the publish lock, so no write is under way);
+- a committed release whose steps after the commit did not run (snapshot tags, disclosure
+  report): completed, from what its `releases` row holds;
+- release notices not sent yet: sent.
+
+`recover` does all of it and is idempotent; every publish (CLI and Airflow) calls it first.
+Shard workers die with their parent (`visitshare.processes`), so nothing writes staging files
+after its publish is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+
+import psutil
+import sqlalchemy as sa
+from pydantic import BaseModel
+
+from visitshare.db import engine_for
+from visitshare.db.locks import named_lock
+from visitshare.db.tables import releases
+from visitshare.landing import zones
+from visitshare.release import disclosure, shared
+from visitshare.release.notices import send_pending_notices
+from visitshare.release.releases import release_dir
+from visitshare.settings import Settings
+
+log = logging.getLogger(__name__)
+
+OWNER_FILE = "owner.json"
+# Staging made by Airflow tasks (plan → shards → finalize in separate processes) has no
+# single owner process: it counts as abandoned after the curate DAG's task timeout and more.
+AIRFLOW_STAGING_TTL = timedelta(hours=2)
+
+
+class RecoveryReport(BaseModel):
+    completed_releases: list[int] = []
+    staging_removed: list[str] = []
+    orphan_files_removed: int = 0
+    notices_sent: list[int] = []
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.completed_releases:
+            out.append(f"completed releases {self.completed_releases} (tags, report)")
+        if self.staging_removed:
+            out.append(f"removed {len(self.staging_removed)} abandoned staging folder(s)")
+        if self.orphan_files_removed:
+            out.append(f"removed {self.orphan_files_removed} unreferenced Iceberg file(s)")
+        if self.notices_sent:
+            out.append(f"sent pending notices of releases {self.notices_sent}")
+        return out
+
+
+@contextmanager
+def publish_lock(settings: Settings) -> Iterator[None]:
+    """Only one process writes the shared zone at a time (CLI publish, Airflow finalize)."""
+    with named_lock(engine_for(settings), "publish"):
+        yield
+
+
+# -- staging ownership -------------------------------------------------------------------------
+def claim_staging(settings: Settings, token: str, airflow: bool = False) -> Path:
+    """Create a plan's staging folder and say who owns it (before any shard writes there)."""
+    folder = settings.lake / zones.staging_dir(token)
+    folder.mkdir(parents=True, exist_ok=True)
+    me = psutil.Process()
+    owner = {
+        "kind": "airflow" if airflow else "process",
+        "pid": me.pid,
+        "create_time": me.create_time(),
+        "host": socket.gethostname(),
+        "created_at": settings.clock.now().isoformat(),
+    }
+    tmp = folder / f".{OWNER_FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps(owner))
+    os.replace(tmp, folder / OWNER_FILE)
+    return folder
+
+
+def _abandoned(settings: Settings, folder: Path, released_tokens: set[str]) -> bool:
+    if folder.name in released_tokens:
+        return True  # its release committed; finalize removes it, unless killed first
+    try:
+        owner = json.loads((folder / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        owner = None
+    age = settings.clock.now().timestamp() - folder.stat().st_mtime
+    if owner is None or owner.get("kind") != "process":
+        return age > AIRFLOW_STAGING_TTL.total_seconds()
+    if owner.get("host") != socket.gethostname():
+        return age > AIRFLOW_STAGING_TTL.total_seconds()  # cannot see that host's processes
+    try:
+        alive = abs(psutil.Process(owner["pid"]).create_time() - owner["create_time"]) < 1
+    except (psutil.Error, KeyError, TypeError):
+        alive = False
+    return not alive
+
+
+def remove_abandoned_staging(settings: Settings) -> list[str]:
+    root = settings.lake / zones.Zone.STAGING
+    if not root.is_dir():
+        return []
+    with engine_for(settings).connect() as conn:
+        tokens = set(conn.execute(sa.select(releases.c.plan_token)).scalars()) - {None}
+    removed = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        if _abandoned(settings, folder, tokens):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder.name)
+    return removed
+
+
+# -- Iceberg files no snapshot references ------------------------------------------------------
+def _local(path: str) -> str:
+    return path.removeprefix("file://")
+
+
+def referenced_files(table) -> set[str]:
+    """Every file the table's metadata reaches: metadata files, manifest lists, manifests and
+    data files of every snapshot it keeps."""
+    refs = {_local(table.metadata_location)}
+    refs |= {_local(e.metadata_file) for e in table.metadata.metadata_log}
+    for snapshot in table.metadata.snapshots:
+        refs.add(_local(snapshot.manifest_list))
+        for manifest in snapshot.manifests(table.io):
+            refs.add(_local(manifest.manifest_path))
+            for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
+                refs.add(_local(entry.data_file.file_path))
+    return refs
+
+
+def orphan_files(settings: Settings) -> list[Path]:
+    """Files under the shared tables' locations that no snapshot or metadata file references.
+    Call only while holding the publish lock (no write under way)."""
+    cat = shared.catalog(settings)
+    out: list[Path] = []
+    for spec in shared.TABLES:
+        if not cat.table_exists(spec.iceberg):
+            continue
+        table = cat.load_table(spec.iceberg)
+        location = Path(_local(table.location()))
+        if not location.is_dir():
+            continue
+        refs = referenced_files(table)
+        out += [p for p in location.rglob("*") if p.is_file() and str(p) not in refs]
+    return out
+
+
+# -- releases whose steps after the commit did not run -----------------------------------------
+def complete_release(settings: Settings, row: sa.Row) -> None:
+    """Tag the release's snapshots and write its report (idempotent), then mark it complete."""
+    cat = shared.catalog(settings)
+    for name, info in row.tables.items():
+        spec = shared.table(name)
+        shared.tag_release(cat, spec, info["snapshot_id"], row.id)
+    report = disclosure.DisclosureReport.model_validate(row.disclosure)
+    disclosure.write_report(report, release_dir(settings, row.id))
+    with engine_for(settings).begin() as conn:
+        conn.execute(
+            releases.update()
+            .where(releases.c.id == row.id)
+            .values(completed_at=settings.clock.now())
+        )
+
+
+def complete_releases(settings: Settings) -> list[int]:
+    with engine_for(settings).connect() as conn:
+        pending = conn.execute(
+            sa.select(releases)
+            .where(releases.c.completed_at.is_(None), releases.c.status == "published")
+            .order_by(releases.c.id)
+        ).all()
+    for row in pending:
+        complete_release(settings, row)
+    return [row.id for row in pending]
+
+
+def recover(settings: Settings, say: Callable[[str], None] = log.info) -> RecoveryReport:
+    """Clean up and complete after any earlier publish that died; idempotent."""
+    report = RecoveryReport()
+    with publish_lock(settings):
+        report.completed_releases = complete_releases(settings)
+        report.staging_removed = remove_abandoned_staging(settings)
+        for path in orphan_files(settings):
+            path.unlink(missing_ok=True)
+            report.orphan_files_removed += 1
+    report.notices_sent = send_pending_notices(settings)
+    for line in report.lines():
+        say(f"recovery: {line}")
+    return report
