@@ -81,11 +81,19 @@ def land_values(
 
 
 def validated_zone(settings: Settings, contracts, days: int = 3, seed: int = 5, **sim) -> list:
-    """Simulated events landed (without a broker) and validated; returns the events."""
+    """Simulated events landed (without a broker) and validated; returns the events.
+
+    By default the `days` days end with the latest month closed at `settings.clock`, so that a
+    release publishes their record-level rows (`start=` moves them)."""
     from producers.simulator import SimConfig, Simulator
     from visitshare.quality.validate import validate
+    from visitshare.release.records import closed_window
 
-    events = list(Simulator(SimConfig(days=days, seed=seed, **sim), contracts).events())
+    if "start" not in sim:
+        grace = contracts.get("visit_outcome").disclosure.close_after_days
+        sim["start"] = closed_window(days, settings.clock.now(), grace)
+    config = SimConfig(days=days, seed=seed, **sim)
+    events = list(Simulator(config, contracts, clock=settings.clock).events())
     for dataset in ("visit_outcome", "incident_report"):
         contract = contracts.get(dataset)
         values = [e.payload for e in events if e.dataset == dataset]
@@ -124,9 +132,10 @@ def first_landed_schema(engine) -> None:
 
     from visitshare.db.tables import metadata, releases
 
+    later_tables = {"record_batches", "aggregate_states", "dp_spend"}
     old = sa.MetaData()
     for table in metadata.sorted_tables:
-        if table is not releases:
+        if table is not releases and table.name not in later_tables:
             table.to_metadata(old)
     later = {"plan_token", "completed_at"}
     sa.Table("releases", old, *[c.copy() for c in releases.columns if c.name not in later])

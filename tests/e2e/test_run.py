@@ -61,8 +61,15 @@ def test_run_goes_from_topic_to_release_through_airflow(isolated_env, monkeypatc
         assert f"Release {rel.id}" in out.stdout and rel.id == 1
         assert read_table(settings, rel, "visits").num_rows == released
         assert rel.notice_sent and len(read_topic(settings, "releases.v1", expected=1)) == 1
-        assert re.search(r"privacy checks: (\d+)/\1 passed", out.stdout)
+        assert re.search(r"audit: (\d+)/\1 checks passed", out.stdout)
         assert "Data Docs:" in out.stdout and "disclosure.html" in out.stdout
         assert "visitshare pull --partner shinjuku" in out.stdout
+        # An auditor's recomputation from the published tables agrees with the gate.
+        audit = subprocess.run(
+            [sys.executable, "-m", "visitshare.cli", "audit", "release", str(rel.id)],
+            capture_output=True, text=True, timeout=300, env={**os.environ, "COLUMNS": "220"},
+        )  # fmt: skip
+        assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
+        assert "k-anonymity" in audit.stdout and "failed" not in audit.stdout
     finally:
         stack.down(settings, say=lambda _: None)

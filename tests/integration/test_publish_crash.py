@@ -14,10 +14,11 @@ import sqlalchemy as sa
 
 from tests.helpers import validated_zone, wait_for
 from visitshare.db import engine_for
-from visitshare.db.tables import releases
+from visitshare.db.tables import aggregate_states, record_batches, releases
 from visitshare.landing import zones
 from visitshare.release import shared
-from visitshare.release.recovery import orphan_files, publish_lock
+from visitshare.release.records import closed_window
+from visitshare.release.recovery import orphan_files, orphan_state_files, publish_lock
 from visitshare.release.releases import release_dir
 
 KILLS = 10
@@ -47,6 +48,10 @@ def test_killed_publishes_leave_no_residue_and_the_next_completes_them(kafka_set
     started = time.monotonic()
     assert first.wait(timeout=600) == 0, first.stderr.read().decode()[-3000:]
     duration = time.monotonic() - started
+    # Late events of the same month: the publishes below write ledgers and aggregate values.
+    grace = contracts.get("visit_outcome").disclosure.close_after_days
+    start = closed_window(12, settings.clock.now(), grace)
+    validated_zone(settings, contracts, days=2, seed=9, start=start)
 
     rng = random.Random(20261204)
     workers_seen = 0
@@ -73,6 +78,11 @@ def test_killed_publishes_leave_no_residue_and_the_next_completes_them(kafka_set
     assert not staging.exists() or list(staging.iterdir()) == []
     with publish_lock(settings):
         assert orphan_files(settings) == []
+        assert orphan_state_files(settings) == []
+    with engine_for(settings).connect() as conn:
+        paths = conn.execute(sa.select(record_batches.c.path)).scalars().all()
+        paths += conn.execute(sa.select(aggregate_states.c.path)).scalars().all()
+    assert paths and all((settings.lake / p).is_file() for p in paths)  # none dangling
     cat = shared.catalog(settings)
     with engine_for(settings).connect() as conn:
         rows = conn.execute(sa.select(releases).order_by(releases.c.id)).all()

@@ -23,11 +23,12 @@ from visitshare.access.export import pull
 from visitshare.db import engine_for
 from visitshare.db.tables import releases as release_table
 from visitshare.release import shared
-from visitshare.release.anonymize import shared_quasi_identifiers
 from visitshare.release.build import build_shard
 from visitshare.release.errors import PseudonymKeyError, ReleaseError
+from visitshare.release.hierarchy import dimensions
 from visitshare.release.plan import plan as plan_release
 from visitshare.release.publish import finalize, publish
+from visitshare.release.recode import qi_columns
 from visitshare.release.releases import get_release, read_table
 from visitshare.release.retention import expire_releases
 from visitshare.settings import Settings
@@ -95,7 +96,7 @@ def test_release_has_no_personal_data_and_is_k_anonymous(settings, contracts):
         contract = contracts.get(dataset)
         data = read_table(settings, rel, name)
         assert data.num_rows == rel.tables[name]["rows"] > 0
-        qi = shared_quasi_identifiers(contract)
+        qi = qi_columns(dimensions(contract))
         sizes = Counter(tuple(r[c] for c in qi) for r in data.select(qi).to_pylist())
         assert min(sizes.values()) >= contract.disclosure.k_anonymity
     # sensitive crimes never carry a town in shared data

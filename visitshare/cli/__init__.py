@@ -11,6 +11,7 @@ from pydantic import ValidationError
 
 from visitshare.cli import (
     airflow,
+    audit,
     bench,
     broker,
     contracts,
@@ -47,6 +48,7 @@ app.command()(quality.validate)
 app.add_typer(quality.app, name="quarantine")
 app.command()(release.publish)
 app.add_typer(release.app, name="releases")
+app.add_typer(audit.app, name="audit")
 app.command()(partner.pull)
 app.add_typer(partner.app, name="partner")
 app.add_typer(db.app, name="db")

@@ -73,11 +73,22 @@ def bench_publish(
         int, typer.Option(help="Days of Tokyo in the validated zone (365: ~2M visits).", min=1)
     ] = 365,
     rounds: Annotated[int, typer.Option(help="Alternating rounds (best of).", min=1)] = 2,
+    aggregates: Annotated[
+        str | None,
+        typer.Option(
+            help="Aggregate tables in this mode (dp | threshold) instead of the contracts'."
+        ),
+    ] = None,
 ) -> None:
-    """Anonymize + join + release vs a copy floor (target: ≤ 3 × the floor, peak RSS ≤ 4 GB)."""
+    """Anonymize + join + release vs a copy floor (target: ≤ 1.5 × the floor, peak RSS ≤ 4 GB),
+    with the utility of what was published (var/bench/publish.json: extra.utility)."""
     from visitshare.bench import publish as bench
 
-    result = bench.run(ctx.obj, days=days, rounds=rounds, say=err_console.print)
+    if aggregates not in (None, "dp", "threshold"):
+        raise typer.BadParameter("dp or threshold", param_hint="--aggregates")
+    result = bench.run(
+        ctx.obj, days=days, rounds=rounds, say=err_console.print, aggregates=aggregates
+    )
     print_bench_result(ctx.obj, result)
 
 

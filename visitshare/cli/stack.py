@@ -15,6 +15,7 @@ from visitshare.orchestration.airflow_env import API_HOST
 from visitshare.producing.broker import ensure_broker
 from visitshare.producing.topics import dataset_topics
 from visitshare.release import shared
+from visitshare.release.records import closed_window
 from visitshare.settings import Settings
 
 
@@ -29,8 +30,19 @@ def run(
     timeout: Annotated[
         int, typer.Option(help="Seconds to wait for Airflow to release it all.", min=30)
     ] = 900,
+    recent: Annotated[
+        bool,
+        typer.Option(
+            "--recent/--closed-month",
+            help="Simulate the days before today (their rows are held until their month "
+            "closes) instead of the last days of the latest closed month.",
+        ),
+    ] = False,
 ) -> None:
-    """The main job: publish a slice of Tokyo; Airflow lands, validates and releases it."""
+    """The main job: publish a slice of Tokyo; Airflow lands, validates and releases it.
+
+    Record-level rows are released once their month has closed, so by default the simulated
+    days are the last ones of the latest closed month: the release shows them at once."""
 
     from consumers.landing import landing_status
     from producers.simulator import SimConfig
@@ -42,8 +54,14 @@ def run(
     apply_topics(settings)
     where = "embedded Tansu" if status.embedded else "external Kafka"
     console.print(f"[bold]broker[/]: {where} at {settings.bootstrap}")
+    contracts = ContractRegistry.load(settings.contracts_dir)
+    grace = max(contracts.get(d).disclosure.close_after_days for d in contracts.names())
     config = SimConfig(
-        days=days, municipalities=tuple(municipalities.split(",")), seed=seed, bad_rate=bad_rate
+        days=days,
+        municipalities=tuple(municipalities.split(",")),
+        seed=seed,
+        bad_rate=bad_rate,
+        start=None if recent else closed_window(days, settings.clock.now(), grace),
     )
     # What was on the topics but not landed yet (an earlier run's leftovers) lands too.
     backlog: dict[str, int] = {}
@@ -104,8 +122,9 @@ def print_run_summary(settings: Settings, sent: dict, backlog: dict, outcome) ->
     table.add_row("reconciles", *marks)
     console.print(table)
     console.print(
-        "released = rows in the shared record-level table after k-anonymity (all valid rows "
-        "count in the aggregated outcomes)"
+        "released = rows in the shared record-level table: rows of closed months, recoded to "
+        "k-anonymity (rows of open months are held until their month closes; every valid row "
+        "counts in the aggregated outcomes)"
     )
     runs = ", ".join(f"{d} {t} {s}" for d, t, s in outcome.dag_runs)
     console.print(f"[bold]Airflow runs[/]: {runs}")

@@ -14,6 +14,9 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
+
 TOKYO_PREFECTURE = "東京都"
 # Japan Post rows that are not towns: the catch-all row of a municipality.
 _CATCH_ALL_NOTE = "以下に掲載がない場合"
@@ -148,3 +151,25 @@ def resolve(names: str | list[str]) -> list[Municipality]:
                 "(新宿区) or a romanized name (shinjuku); 'all' and 'wards' select groups"
             )
     return list(out.values())
+
+
+# -- town groups: the public level between a town and its municipality -----------------------
+GROUP_SIZE = 8  # towns per group, in Japan Post's order (neighbouring towns, as a koban's area)
+
+
+def town_group(code: str, town: str | None) -> str | None:
+    """The public group of neighbouring towns a town belongs to, e.g. "13104-G03"."""
+    m = municipalities().get(code)
+    if m is None or town is None or town not in m.towns:
+        return None
+    return f"{code}-G{m.towns.index(town) // GROUP_SIZE + 1:02d}"
+
+
+def town_groups(
+    municipalities: pa.ChunkedArray | pa.Array, towns: pa.ChunkedArray | pa.Array
+) -> pa.Array:
+    """The town group of every row (null where the town is null)."""
+    keys = pc.binary_join_element_wise(municipalities, towns, ":")
+    unique = pc.unique(keys.drop_null() if hasattr(keys, "drop_null") else keys)
+    groups = [town_group(*k.split(":", 1)) for k in unique.to_pylist()]
+    return pc.take(pa.array(groups, pa.string()), pc.index_in(keys, value_set=unique))

@@ -105,6 +105,9 @@ class FieldSpec(_Strict):
     # errors of the source system (0001-01-01, 1970-01-01), not history.
     earliest: AwareDatetime | None = None
     sensitive_values: list[str] | None = None
+    # What a value reveals beyond itself: "place" or "time" (inferred for timestamps, Tokyo
+    # geography and codes that start with a municipality code; declare it for anything else).
+    narrows: list[Literal["place", "time"]] = Field(default_factory=list)
     disclosure: Disclosure | None = None
 
     @field_validator("pattern")
@@ -162,6 +165,18 @@ class FieldSpec(_Strict):
         return self
 
     @property
+    def carries(self) -> list[str]:
+        """Place / time this field narrows: declared, or inferred from its type and format."""
+        out = set(self.narrows)
+        if self.type is FieldType.TIMESTAMP:
+            out.add("time")
+        if self.domain is not None:
+            out.add("place")
+        if self.pattern and self.pattern.startswith(("^[0-9]{5}", "^13[0-9]{3}")):
+            out.add("place")  # a code that starts with the municipality's JIS code
+        return sorted(out)
+
+    @property
     def item_values(self) -> list[str]:
         """Allowed values of the items of an array field (the model makes an array field have
         `items`)."""
@@ -176,10 +191,117 @@ class FieldSpec(_Strict):
         return self.enum
 
 
+PLACE_LEVELS = ("town", "town_group", "municipality")
+TIME_LEVELS = ("day", "week", "month", "quarter")
+
+
+class QuasiIdentifier(_Strict):
+    """A published column that narrows place or time, or is rare enough to single someone out,
+    with its generalization hierarchy: `levels`, finest first.
+
+    - place (a tokyo_town field): town → town_group (a public group of neighbouring towns) →
+      municipality;
+    - time (a timestamp field): day → week → month → quarter, from the field's own unit;
+    - bands / categories (a value field): exact → the value's band or category → any;
+    - any: exact → any (withheld);
+    - `follows: <place field>`: published only where that field is at its finest level (a
+      koban narrows place as much as its town);
+    - a single level `[exact]`: never generalized (e.g. the municipality, the partition key).
+    """
+
+    levels: list[str] = Field(default_factory=lambda: ["exact"], min_length=1)
+    bands: dict[str, str] | None = None
+    categories: dict[str, str] | None = None
+    follows: str | None = None
+    # How much generalizing this column costs the shared view, relative to the others: the
+    # recoding minimizes the weighted mean height of the levels it chooses.
+    weight: float = Field(1.0, gt=0)
+
+
+class AggregatePolicy(_Strict):
+    """How the aggregate tables protect small counts.
+
+    dp: noise from OpenDP (discrete Gaussian, zCDP) over the public domain of towns × months;
+    each (re)publication of a partition spends `rho_per_release`, at most `rho_cap` in all;
+    an open month is refreshed at most every `refresh_days`. threshold: counts from 1 to
+    min_cell_count-1 suppressed (primary and secondary), and a published cell changes only by
+    at least min_cell_count between releases.
+    """
+
+    mode: Literal["dp", "threshold"] = "dp"
+    rho_per_release: float = Field(0.5, gt=0)
+    rho_cap: float = Field(2.5, gt=0)
+    refresh_days: int = Field(7, ge=1)
+    # Each record counts at most this many items of each list (bounds its contribution).
+    max_items_per_list: int = Field(3, ge=1)
+
+
 class ContractDisclosure(_Strict):
     k_anonymity: int = Field(5, ge=2)
+    # Sensitive attributes appear with a place finer than municipality only where each
+    # equivalence class holds at least this many distinct values of them.
+    l_diversity: int = Field(3, ge=2)
     min_cell_count: int = Field(10, ge=2)
-    quasi_identifiers: list[str] = Field(default_factory=list)
+    # Share of a partition's rows that local suppression may remove before coarser global
+    # generalization is chosen instead.
+    suppression_budget: float = Field(0.02, ge=0, le=1)
+    # Record-level rows of a month are published once, this many days after it ends.
+    close_after_days: int = Field(3, ge=0)
+    aggregates: AggregatePolicy = Field(default_factory=AggregatePolicy)
+    quasi_identifiers: dict[str, QuasiIdentifier] = Field(default_factory=dict)
+    sensitive: list[str] = Field(default_factory=list)
+
+
+def _check_hierarchy(
+    f: FieldSpec,
+    qi: QuasiIdentifier,
+    by_name: dict[str, FieldSpec],
+    qis: dict[str, QuasiIdentifier],
+) -> None:
+    """A hierarchy must fit its field: place levels for a town, time units for a timestamp
+    from its own unit on, a band or category for every allowed value."""
+    where = f"quasi-identifier {f.name!r}"
+    levels = qi.levels
+    if len(set(levels)) != len(levels):
+        raise ValueError(f"{where}: a level is listed twice")
+    if qi.follows is not None:
+        target = by_name.get(qi.follows)
+        if target is None or target.domain is not Domain.TOKYO_TOWN or qi.follows not in qis:
+            raise ValueError(f"{where}: follows must name the contract's place quasi-identifier")
+        return
+    if f.domain is Domain.TOKYO_TOWN:
+        if tuple(levels) != PLACE_LEVELS[: len(levels)] or levels[-1] != "municipality":
+            raise ValueError(f"{where}: place levels are town, town_group, municipality")
+        if "municipality_code" not in qis:  # listed ones are published (checked by the caller)
+            raise ValueError(
+                f"{where}: a town is recoded up to its municipality, so the contract must "
+                "publish municipality_code as a quasi-identifier"
+            )
+        return
+    if f.type is FieldType.TIMESTAMP:
+        unit = f.disclosure.coarsen if f.disclosure and f.disclosure.action == "coarsen" else None
+        if unit is None or levels[0] != unit:
+            raise ValueError(f"{where}: time levels start at the field's own unit ({unit})")
+        order = [TIME_LEVELS.index(x) if x in TIME_LEVELS else -1 for x in levels]
+        if -1 in order or order != sorted(order):
+            raise ValueError(f"{where}: time levels go from finer to coarser: {TIME_LEVELS}")
+        return
+    if levels == ["exact"]:
+        return
+    allowed = {"exact", "band", "category", "any"}
+    if (
+        levels[0] != "exact"
+        or not set(levels) <= allowed
+        or levels[-1] not in ("any", "band", "category")
+    ):
+        raise ValueError(f"{where}: levels are exact, then band or category, then any")
+    values = (
+        set(f.disclosure.band.values()) if f.disclosure and f.disclosure.band else set(f.enum or ())
+    )
+    if "band" in levels and (not qi.bands or (values and not values <= set(qi.bands))):
+        raise ValueError(f"{where}: bands must give a band for every value")
+    if "category" in levels and (not qi.categories or not set(f.enum or ()) <= set(qi.categories)):
+        raise ValueError(f"{where}: categories must give a category for every value")
 
 
 class Contract(_Strict):
@@ -208,26 +330,40 @@ class Contract(_Strict):
         et = by_name.get(self.event_time)
         if et is None or et.type is not FieldType.TIMESTAMP:
             raise ValueError(f"event_time {self.event_time!r} must name a timestamp field")
-        for ref in (*self.key, *self.disclosure.quasi_identifiers):
+        for ref in (*self.key, *self.disclosure.quasi_identifiers, *self.disclosure.sensitive):
             if ref not in by_name:
                 raise ValueError(f"{ref!r} is referenced but is not a field")
         for ref in self.key:
             if not by_name[ref].required or by_name[ref].type is not FieldType.STRING:
                 raise ValueError(f"key field {ref!r} must be a required string")
         # k-anonymity is computed over the quasi-identifiers that are published: every published
-        # quasi-identifier must be listed, and a listed one must be published.
+        # quasi-identifier must be listed, and a listed one must be published. A published field
+        # that narrows place or time is a quasi-identifier whatever its PII class says.
         listed = set(self.disclosure.quasi_identifiers)
         for f in self.fields:
             published = f.disclosure is None or f.disclosure.action not in ("drop", "pseudonymize")
-            if f.pii is PiiClass.QUASI_IDENTIFIER and published and f.name not in listed:
+            if not published:
+                if f.name in listed:
+                    raise ValueError(
+                        f"{f.name!r} is listed in disclosure.quasi_identifiers but is not published"
+                    )
+                continue
+            carries = f.carries
+            if carries and f.name not in listed:
+                raise ValueError(
+                    f"{f.name!r} is published and narrows {' and '.join(carries)}: it must be a "
+                    "quasi-identifier (disclosure.quasi_identifiers) with a hierarchy"
+                )
+            if f.pii is PiiClass.QUASI_IDENTIFIER and f.name not in listed:
                 raise ValueError(
                     f"quasi-identifier {f.name!r} is published but not listed in "
                     "disclosure.quasi_identifiers"
                 )
-            if f.name in listed and not published:
-                raise ValueError(
-                    f"{f.name!r} is listed in disclosure.quasi_identifiers but is not published"
-                )
+        for name, qi in self.disclosure.quasi_identifiers.items():
+            _check_hierarchy(by_name[name], qi, by_name, self.disclosure.quasi_identifiers)
+        for name in self.disclosure.sensitive:
+            if name in listed:
+                raise ValueError(f"{name!r} cannot be both sensitive and a quasi-identifier")
         towns = [f for f in self.fields if f.domain is Domain.TOKYO_TOWN]
         municipality = by_name.get("municipality_code")
         if towns and (municipality is None or municipality.domain is not Domain.TOKYO_MUNICIPALITY):

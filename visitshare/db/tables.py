@@ -157,6 +157,57 @@ releases = sa.Table(
 )
 
 
+# -- release state: what each release published, per partition (police zone) -------------------
+# Record-level rows are published once per partition (dataset × municipality × month) when
+# its month closes, and later in revision batches; a batch file in the lake lists its rows'
+# event ids and generalization levels, so a full rebuild makes exactly the same rows.
+record_batches = sa.Table(
+    "record_batches",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("dataset", sa.String(64), nullable=False),
+    sa.Column("municipality_code", sa.String(8), nullable=False),
+    sa.Column("period", sa.String(7), nullable=False),  # YYYY-MM
+    sa.Column("kind", sa.String(16), nullable=False),  # close | revision
+    sa.Column("release_id", sa.Integer, nullable=False),
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("node", sa.JSON, nullable=False),  # the partition's global levels
+    sa.Column(
+        "path", sa.String(1024), nullable=False
+    ),  # ledger file (lake), one per shard and kind
+    sa.Index("record_batches_partition", "dataset", "municipality_code", "period"),
+)
+
+# The published values of each aggregate partition (table × municipality × month), kept so that
+# an unchanged partition is carried over as it was (no new noise, no new privacy spend).
+aggregate_states = sa.Table(
+    "aggregate_states",
+    metadata,
+    sa.Column("table_name", sa.String(64), primary_key=True),
+    sa.Column("municipality_code", sa.String(8), primary_key=True),
+    sa.Column("period", sa.String(7), primary_key=True),  # YYYY-MM, or "all"
+    sa.Column("fingerprint", sa.String(64), nullable=False),  # of the true values
+    sa.Column("path", sa.String(1024), nullable=False),  # the published values (lake)
+    sa.Column("rho_spent", sa.Float, nullable=False),
+    sa.Column("refreshes", sa.Integer, nullable=False),
+    sa.Column("refreshed_at", UTCDateTime(), nullable=False),
+    sa.Column("release_id", sa.Integer, nullable=False),
+    sa.Column("stale", sa.Boolean, nullable=False),  # true values changed, not released yet
+)
+
+# Every privacy spend (the accountant's ledger): which partition, which release, how much.
+dp_spend = sa.Table(
+    "dp_spend",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("table_name", sa.String(64), nullable=False),
+    sa.Column("municipality_code", sa.String(8), nullable=False),
+    sa.Column("period", sa.String(7), nullable=False),
+    sa.Column("release_id", sa.Integer, nullable=False),
+    sa.Column("rho", sa.Float, nullable=False),
+)
+
+
 # -- access -------------------------------------------------------------------------------------
 # Which municipalities each partner role reads at town level ('*': all); filled from
 # infra/partners.yaml by `visitshare db apply`, read by the row-level-security policies.

@@ -6,6 +6,8 @@ Paths are relative to the lake root (`settings.lake`), which is how manifests re
     validated/<dataset>/municipality_code=<c>/month=<YYYY-MM>/<batch>.parquet
     quarantine/<dataset>/<batch>.parquet                             rows that failed, with reasons
     state/seen/<dataset>/<batch>.parquet                             event ids seen (de-duplication)
+    state/records/<dataset>/<municipality>/<month>/<batch>.parquet   what a record batch published
+    state/aggregates/<table>/<municipality>/<month>/<id>.parquet     an aggregate partition's values
     staging/<plan token>/<table>/shard-<n>.parquet                   a release being built (police)
     shared/                                                          the Iceberg warehouse (released)
 """
@@ -51,6 +53,16 @@ def quarantine_file(dataset: str, batch: str) -> PurePosixPath:
 
 def seen_ids_file(dataset: str, batch: str) -> PurePosixPath:
     return PurePosixPath(Zone.STATE, "seen", dataset, f"{batch}.parquet")
+
+
+def record_ledger(dataset: str, name: str) -> PurePosixPath:
+    """A ledger of record batches: which rows they published, at which levels (police zone)."""
+    return PurePosixPath(Zone.STATE, "records", dataset, f"{name}.parquet")
+
+
+def aggregate_values(table: str, name: str) -> PurePosixPath:
+    """The values a release published an aggregate table's partitions with (police zone)."""
+    return PurePosixPath(Zone.STATE, "aggregates", table, f"{name}.parquet")
 
 
 def staging_dir(token: str) -> PurePosixPath:

@@ -128,8 +128,9 @@ def build_release_shard(plan: Plan, index: int, settings: Settings | None = None
         index,
         ",".join(plan.shards[index].municipalities),
         "; ".join(
-            f"{d} {k.rows_in} rows in, {k.suppressed} suppressed"
-            for d, k in result.k_reports.items()
+            f"{d} {u.rows_in} rows of closed months in, {u.rows_published} published, "
+            f"{u.rows_held} held"
+            for d, u in result.utility.items()
         ),
         len(result.staged),
     )

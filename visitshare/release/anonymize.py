@@ -3,10 +3,9 @@
 Pure functions on Arrow tables, driven by the contracts: every field's PII class and
 disclosure rule decides what happens to it; nothing here names a column of its own.
 - `anonymize`: drop, pseudonymize (keyed HMAC-SHA-256), coarsen, cap, band; values of
-  sensitive categories are published at municipality level only (town emptied, or the value
-  removed from a list);
-- `k_anonymize`: rows whose quasi-identifier group is smaller than k are generalized
-  (town → municipality), then suppressed;
+  sensitive categories are published at municipality level only (the row is flagged
+  `municipality_only` for the recoding, or the value removed from a list);
+- generalization to k-anonymity is `visitshare.release.recode` (hierarchies in the contract);
 - `suppress_cells`: primary suppression of counts from 1 to min-1 subjects, and secondary
   suppression so that no suppressed cell can be recovered from a published total.
 """
@@ -15,15 +14,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Sequence
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
-from visitshare.contracts import Contract, Domain, FieldSpec, FieldType, PiiClass
+from visitshare.contracts import Contract, Domain, FieldSpec, FieldType, PiiClass, geography
 from visitshare.release.errors import DisclosureError
 
 
@@ -36,17 +33,11 @@ class FieldReport(BaseModel):
     capped: list[str] = Field(default_factory=list)
     banded: list[str] = Field(default_factory=list)
     kept: list[str] = Field(default_factory=list)
-    municipality_level_rows: int = 0  # rows of a sensitive category: town emptied
+    municipality_level_rows: int = 0  # rows of a sensitive category: recoded to municipality
     sensitive_values_removed: int = 0  # list items of a sensitive category removed
 
 
-class KReport(BaseModel):
-    k: int
-    quasi_identifiers: list[str]
-    rows_in: int = 0
-    generalized: int = 0  # town → municipality
-    suppressed: int = 0
-    k_achieved: int | None = None  # smallest group published (None: nothing published)
+TOWN_GROUP = "town_group"  # the public group of neighbouring towns (geography.town_group)
 
 
 def pseudonymize(values: pa.Array | pa.ChunkedArray, key: bytes, namespace: str) -> pa.Array:
@@ -87,20 +78,6 @@ def generalizable(contract: Contract) -> str | None:
     return shared_name(towns[0]) if towns else None
 
 
-def shared_quasi_identifiers(contract: Contract) -> list[str]:
-    """The contract's quasi-identifiers under their names in shared data."""
-    return [shared_name(contract.field(n)) for n in contract.disclosure.quasi_identifiers]
-
-
-def unlinkable(contract: Contract) -> list[str]:
-    """Shared names of the pseudonyms, emptied on rows moved to municipality level."""
-    return [
-        shared_name(f)
-        for f in contract.fields
-        if f.disclosure is not None and f.disclosure.action == "pseudonymize"
-    ]
-
-
 def _rule(f: FieldSpec):
     if f.disclosure is not None:
         return f.disclosure
@@ -120,15 +97,16 @@ def pseudonym_columns(table: pa.Table, contract: Contract, key: bytes) -> dict[s
     }
 
 
-def anonymize(
-    table: pa.Table, contract: Contract, key: bytes, pseudonyms: dict[str, pa.Array] | None = None
-) -> tuple[pa.Table, FieldReport]:
-    """The shareable form of validated rows. Columns not in the contract are not shared.
+def anonymize(table: pa.Table, contract: Contract) -> tuple[pa.Table, FieldReport, np.ndarray]:
+    """The shareable form of validated rows, before generalization: (table, what was done,
+    rows that may only be published at municipality level).
 
-    `pseudonyms`: from `pseudonym_columns` when the caller needs them too (computed here
-    otherwise)."""
-    if pseudonyms is None:
-        pseudonyms = pseudonym_columns(table, contract, key)
+    Columns not in the contract are not shared. Pseudonyms are not shared either: they join
+    datasets in the police zone (`pseudonym_columns`), and in shared rows a persistent
+    pseudonym would link a household's rows across places and months. Sensitive categories:
+    a single value sends its row to municipality level; in a list, the value is taken out (the
+    aggregates count it at municipality level instead). A place hierarchy adds the public
+    `town_group` of each row's town."""
     report = FieldReport()
     out: dict[str, pa.ChunkedArray | pa.Array] = {}
     for f in contract.fields:
@@ -143,7 +121,6 @@ def anonymize(
         elif d.action == "drop":
             report.dropped.append(f.name)
         elif d.action == "pseudonymize":
-            out[name] = pseudonyms[name]
             report.pseudonymized.append(f.name)
         elif d.action == "coarsen":
             if d.coarsen == "day":
@@ -159,12 +136,7 @@ def anonymize(
             keys = pa.array(list(d.band))
             out[name] = pc.take(pa.array(list(d.band.values())), pc.index_in(col, value_set=keys))
             report.banded.append(f.name)
-    town = generalizable(contract)
-    # A pseudonym would link a row at municipality level back to the same household's rows
-    # that carry a town (in this table or another): such rows lose their pseudonyms too.
-    linking = [n for n in unlinkable(contract) if n in out]
-    # Sensitive categories: a single value, the row goes to municipality level; in a list, the
-    # value is taken out (and counted at municipality level by the aggregates instead).
+    municipality_only = np.zeros(table.num_rows, bool)
     for f in contract.fields:
         if not f.sensitive_values or shared_name(f) not in out:
             continue
@@ -174,12 +146,14 @@ def anonymize(
             kept, removed = _remove_values(col, sensitive)
             report.sensitive_values_removed += removed
             out[shared_name(f)] = kept
-        elif town is not None and town in out:
+        else:
             mask = pc.fill_null(pc.is_in(col, value_set=sensitive), False)
-            report.municipality_level_rows += pc.sum(mask).as_py() or 0
-            for name in [town, *linking]:
-                out[name] = pc.if_else(mask, pa.scalar(None, out[name].type), out[name])
-    return pa.table(out), report
+            municipality_only |= mask.to_numpy(zero_copy_only=False)
+    report.municipality_level_rows = int(municipality_only.sum())
+    town = generalizable(contract)
+    if town is not None and town in out:
+        out[TOWN_GROUP] = geography.town_groups(out["municipality_code"], out[town])
+    return pa.table(out), report, municipality_only
 
 
 def _remove_values(col: pa.ChunkedArray | pa.Array, values: pa.Array) -> tuple[pa.Array, int]:
@@ -194,54 +168,6 @@ def _remove_values(col: pa.ChunkedArray | pa.Array, values: pa.Array) -> tuple[p
         offsets, flat.filter(keep), type=lists.type, mask=pc.is_null(lists)
     )
     return kept, len(flat) - int(pc.sum(keep).as_py() or 0)
-
-
-def _sql(con: duckdb.DuckDBPyConnection, query: str, **tables: pa.Table) -> pa.Table:
-    for name, t in tables.items():
-        con.register(name, t)
-    return con.sql(query).to_arrow_table()
-
-
-def k_anonymize(
-    table: pa.Table,
-    quasi_identifiers: list[str],
-    k: int,
-    generalize: str | None,
-    unlink: Sequence[str] = (),
-) -> tuple[pa.Table, KReport]:
-    """Generalize rows in groups smaller than k (empty `generalize`: town → municipality),
-    then suppress the rows still in groups smaller than k. Generalized rows lose the
-    `unlink` columns (pseudonyms), which would tie them back to the household's other rows."""
-    report = KReport(k=k, quasi_identifiers=list(quasi_identifiers), rows_in=table.num_rows)
-    if not table.num_rows:
-        return table, report
-    con = duckdb.connect()
-    qi = ", ".join(f'"{c}"' for c in quasi_identifiers)
-    # Window partitions treat an empty town (already municipality level) as one group.
-    sized = _sql(con, f"SELECT *, count(*) OVER (PARTITION BY {qi}) AS _n FROM t", t=table)
-    small = pc.less(sized.column("_n"), k)
-    general = sized.drop_columns(["_n"])
-    if generalize is not None:
-        col = sized.column(generalize)
-        report.generalized = pc.sum(pc.and_(small, pc.is_valid(col))).as_py() or 0
-        general = general.set_column(
-            general.schema.get_field_index(generalize),
-            generalize,
-            pc.if_else(small, pa.scalar(None, col.type), col),
-        )
-        for name in unlink:
-            c = general.column(name)
-            general = general.set_column(
-                general.schema.get_field_index(name),
-                name,
-                pc.if_else(small, pa.scalar(None, c.type), c),
-            )
-    regrouped = _sql(con, f"SELECT *, count(*) OVER (PARTITION BY {qi}) AS _n FROM g", g=general)
-    keep = pc.greater_equal(regrouped.column("_n"), k)
-    published = regrouped.filter(keep)
-    report.suppressed = table.num_rows - published.num_rows
-    report.k_achieved = pc.min(published.column("_n")).as_py() if published.num_rows else None
-    return published.drop_columns(["_n"]).select(table.column_names), report
 
 
 # -- aggregate cells -------------------------------------------------------------------------------

@@ -1,41 +1,44 @@
-"""Step 2 of a release: anonymize, k-anonymize, aggregate and suppress one shard; stage the results."""
+"""Step 2 of a release: one shard's record-level rows and aggregate partitions, protected and staged."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from visitshare.contracts import Contract
 from visitshare.contracts.roles import outcome_roles
 from visitshare.db import engine_for
-from visitshare.db.tables import curated_files
+from visitshare.db.tables import aggregate_states, curated_files, record_batches
 from visitshare.landing import zones
 from visitshare.landing.files import write_parquet
 from visitshare.release import keys
-from visitshare.release.anonymize import (
-    FieldReport,
-    KReport,
-    anonymize,
-    generalizable,
-    k_anonymize,
-    pseudonym_columns,
-    shared_quasi_identifiers,
-    unlinkable,
+from visitshare.release.aggregates import (
+    SPECS,
+    AggregateReport,
+    PartitionState,
+    Refresh,
+    ValuesStore,
+    public,
+    release_aggregates,
 )
+from visitshare.release.anonymize import FieldReport, anonymize
 from visitshare.release.errors import ReleaseError
 from visitshare.release.models import Plan, Shard, ShardResult
 from visitshare.release.outcomes import (
     Categories,
-    SuppressionReport,
     before_after,
-    outcome_tables,
+    count_tables,
     repeat_victimization,
-    suppress,
+    visit_l2_sensitivity,
 )
+from visitshare.release.recode import Utility
+from visitshare.release.records import Ledgers, NewBatch, release_records
 from visitshare.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -72,12 +75,10 @@ def _read(settings: Settings, paths: list[str], contract: Contract) -> pa.Table:
     ).combine_chunks()
 
 
-def _police_view(raw: pa.Table, pseudonyms: dict[str, pa.Array]) -> pa.Table:
-    """Validated rows with their pseudonyms alongside (police zone: outcomes are computed here)."""
-    out = raw
-    for name, col in pseudonyms.items():
-        out = out.append_column(name, col)
-    return out
+def household_namespace(visits: Contract) -> str:
+    """The pseudonym namespace of the visited household (the same in visits and incidents)."""
+    f = visits.field("household_id")
+    return (f.disclosure.namespace if f.disclosure else None) or "household"
 
 
 def staging_dir(settings: Settings, token: str) -> Path:
@@ -85,7 +86,8 @@ def staging_dir(settings: Settings, token: str) -> Path:
 
 
 def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
-    """Anonymize, k-anonymize, aggregate and suppress one shard; stage the results."""
+    """Anonymize and recode the record-level rows of the shard's partitions, protect its
+    aggregate partitions, and stage the results (nothing is shared until finalize)."""
     shard = plan_.shards[index]
     key = keys.load_key(settings)
     if keys.fingerprint(key) != plan_.key_fingerprint:
@@ -93,42 +95,71 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
     roles = outcome_roles(settings.contracts_dir)
     cv, ci = roles["visits"], roles["incidents"]
     cats = Categories.from_contracts(cv, ci)
-    threshold = max(cv.disclosure.min_cell_count, ci.disclosure.min_cell_count)
+    state = load_state(settings, shard.municipalities)
     out: dict[str, pa.Table] = {}
     frs: dict[str, FieldReport] = {}
-    krs: dict[str, KReport] = {}
+    utilities: dict[str, Utility] = {}
+    batches: list[NewBatch] = []
     police: dict[str, pa.Table] = {}
-    for contract, name in ((cv, "visits"), (ci, "incidents")):
+    for role, contract in roles.items():
         raw = _read(settings, _shard_files(settings, plan_, shard, contract.name), contract)
-        pseudonyms = pseudonym_columns(raw, contract, key)
-        anon, frs[contract.name] = anonymize(raw, contract, key, pseudonyms)
-        out[name], krs[contract.name] = k_anonymize(
-            anon,
-            shared_quasi_identifiers(contract),
-            contract.disclosure.k_anonymity,
-            generalizable(contract),
-            unlinkable(contract),
+        base, frs[contract.name], municipality_only = anonymize(raw, contract)
+
+        def write_ledger(kind: str, ledger: pa.Table, dataset: str = contract.name) -> str:
+            rel = zones.record_ledger(dataset, f"{plan_.token}-{index:03d}-{kind}")
+            write_parquet(ledger, settings.lake / rel)
+            return rel.as_posix()
+
+        released = release_records(
+            base,
+            raw.column("event_id"),
+            municipality_only,
+            contract,
+            state.ledgers.get(contract.name, Ledgers()),
+            plan_.as_of,
+            write_ledger,
         )
-        police[name] = _police_view(raw, pseudonyms)
-    supp: dict[str, SuppressionReport] = {}
-    agg = outcome_tables(police["visits"], police["incidents"], cats)
-    out["outcomes_town_month"], supp["outcomes_town_month"] = suppress(
-        agg["town_month"], "outcomes_town_month", ["municipality_code", "month"], threshold, True
-    )
-    out["outcomes_municipality_month"], supp["outcomes_municipality_month"] = suppress(
-        agg["municipality_month"], "outcomes_municipality_month", [], threshold, False
-    )
-    out["before_after_town"], supp["before_after_town"] = suppress(
-        before_after(police["visits"], police["incidents"], cats),
-        "before_after_town",
-        [],
-        threshold,
-        False,
-    )
+        out[role] = released.table
+        utilities[contract.name] = released.utility
+        batches += released.new_batches
+        police[role] = raw  # outcomes are computed in the police zone
+
+    policy = cv.disclosure.aggregates
+    threshold = max(cv.disclosure.min_cell_count, ci.disclosure.min_cell_count)
+    max_items = policy.max_items_per_list if policy.mode == "dp" else None
+    counts = count_tables(police["visits"], police["incidents"], cats, max_items)
+    true = {
+        "outcomes_town_month": counts["town_month"],
+        "outcomes_municipality_month": counts["municipality_month"],
+        "before_after_town": before_after(police["visits"], police["incidents"], cats),
+    }
+    reports: dict[str, AggregateReport] = {}
+    refreshes: list[Refresh] = []
+
+    store = ValuesStore(lambda path: pq.read_table(settings.lake / path))
+    for name, spec in SPECS.items():
+        values_path = zones.aggregate_values(name, f"{plan_.token}-{index:03d}")
+        out[name], made, reports[name], stored = release_aggregates(
+            spec,
+            true[name],
+            policy,
+            threshold,
+            visit_l2_sensitivity(
+                cats, policy.max_items_per_list, spec.name == "outcomes_town_month"
+            ),
+            state.aggregates.get(name, {}),
+            plan_.as_of,
+            cv.disclosure.close_after_days,
+            store,
+            values_path.as_posix(),
+        )
+        if stored is not None:
+            write_parquet(stored, settings.lake / values_path)
+        refreshes += made
     # Narrow police-zone inputs of the repeat-victimization join, which spans shards.
-    out["_rv_visits"] = police["visits"].select(["household_pseudonym", "visited_at"])
+    out["_rv_visits"] = police["visits"].select(["household_id", "visited_at"])
     out["_rv_incidents"] = police["incidents"].select(
-        ["municipality_code", "town", "victim_household_pseudonym", "crime_type", "occurred_at"]
+        ["municipality_code", "town", "victim_household_id", "crime_type", "occurred_at"]
     )
     staged = {}
     for name, table in out.items():
@@ -139,31 +170,87 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
         index=index,
         staged=staged,
         field_reports=frs,
-        k_reports=krs,
-        suppression=supp,
+        utility=utilities,
+        aggregates=reports,
+        batches=batches,
+        refreshes=refreshes,
     )
+
+
+class ReleaseState:
+    """What earlier releases published for some municipalities (committed releases only)."""
+
+    def __init__(self) -> None:
+        # dataset → the ledger rows of its batches, and which partitions have one
+        self.ledgers: dict[str, Ledgers] = {}
+        # aggregate table → (municipality, period) → its last publication
+        self.aggregates: dict[str, dict[tuple[str, str], PartitionState]] = {}
+
+
+def load_state(settings: Settings, municipalities: list[str]) -> ReleaseState:
+    state = ReleaseState()
+    with engine_for(settings).connect() as conn:
+        batches = conn.execute(
+            sa.select(record_batches).where(record_batches.c.municipality_code.in_(municipalities))
+        ).all()
+        aggs = conn.execute(
+            sa.select(aggregate_states).where(
+                aggregate_states.c.municipality_code.in_(municipalities)
+            )
+        ).all()
+    for dataset in {b.dataset for b in batches}:
+        mine = [b for b in batches if b.dataset == dataset]
+        # a ledger file holds the batches of one release's shard: keep this shard's rows
+        files = [pq.read_table(settings.lake / p) for p in sorted({b.path for b in mine})]
+        rows = pa.concat_tables(files, promote_options="permissive")
+        rows = rows.filter(pc.is_in(rows.column("municipality_code"), pa.array(municipalities)))
+        state.ledgers[dataset] = Ledgers(rows, {(b.municipality_code, b.period) for b in mine})
+    for a in aggs:
+        state.aggregates.setdefault(a.table_name, {})[(a.municipality_code, a.period)] = (
+            PartitionState(
+                fingerprint=a.fingerprint,
+                path=a.path,
+                rho_spent=a.rho_spent,
+                refreshes=a.refreshes,
+                refreshed_at=a.refreshed_at,
+                release_id=a.release_id,
+            )
+        )
+    return state
 
 
 def output_schemas(settings: Settings) -> dict[str, pa.Schema]:
     """The schema of every shared table under the current contracts (from empty inputs)."""
+    from visitshare.quality.validate import validated_schema
+    from visitshare.release.aggregates import AggregateReport, protect
+    from visitshare.release.hierarchy import dimensions
+    from visitshare.release.recode import Recoding, apply
+
     roles = outcome_roles(settings.contracts_dir)
     cv, ci = roles["visits"], roles["incidents"]
-    from visitshare.quality.validate import validated_schema
-
-    empty = {}
-    for contract, name in ((cv, "visits"), (ci, "incidents")):
+    police, shared = {}, {}
+    for role, contract in roles.items():
         raw = validated_schema(contract).empty_table()
-        pseudonyms = pseudonym_columns(raw, contract, b"0" * 32)
-        anon, _ = anonymize(raw, contract, b"0" * 32, pseudonyms)
-        empty[name] = _police_view(raw, pseudonyms), anon
+        base, _, _ = anonymize(raw, contract)
+        dims = dimensions(contract)
+        empty = Recoding({d.name: np.zeros(0, np.int8) for d in dims}, np.zeros(0, bool))
+        shared[role] = apply(base, dims, empty).schema
+        police[role] = raw
     cats = Categories.from_contracts(cv, ci)
-    pv, pi = empty["visits"][0], empty["incidents"][0]
-    agg = outcome_tables(pv, pi, cats)
-    return {
-        "visits": empty["visits"][1].schema,
-        "incidents": empty["incidents"][1].schema,
-        "outcomes_town_month": agg["town_month"].schema,
-        "outcomes_municipality_month": agg["municipality_month"].schema,
-        "before_after_town": before_after(pv, pi, cats).schema,
-        "repeat_victimization": repeat_victimization(pv, pi).schema,
+    policy = cv.disclosure.aggregates
+    counts = count_tables(police["visits"], police["incidents"], cats)
+    true = {
+        "outcomes_town_month": counts["town_month"],
+        "outcomes_municipality_month": counts["municipality_month"],
+        "before_after_town": before_after(police["visits"], police["incidents"], cats),
     }
+    out = {**shared}
+    for name, spec in SPECS.items():
+        values, _ = protect(
+            spec, true[name], policy, 10, 1.0, None, AggregateReport(table=name, mode=policy.mode)
+        )
+        out[name] = public(values).schema
+    out["repeat_victimization"] = repeat_victimization(
+        police["visits"], police["incidents"], b"0" * 32, household_namespace(cv)
+    ).schema
+    return out

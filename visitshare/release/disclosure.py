@@ -1,9 +1,10 @@
-"""The disclosure-control report of a release (typed record, written as JSON and HTML), and the
-privacy gate every release passes before anything is published.
+"""The disclosure-control report of a release (typed record, written as JSON and HTML).
 
-The gate re-checks the published data itself, not the code that produced it: k recomputed
-from the published rows, only contract-derived columns, no value shaped like a direct
-identifier, no town on a sensitive-category row. A failed check stops the release.
+It says, per record-level dataset, what anonymization did and how much recoding kept (utility
+metrics, each between "as collected" and "everything suppressed"); per aggregate table, how it
+was protected (cells published, the count blanked, the privacy spent and the margin of error);
+and the result of the audit (`visitshare.release.audit`) that checked the published data
+itself before anything was written.
 """
 
 from __future__ import annotations
@@ -15,21 +16,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from pydantic import BaseModel, Field
 
-from visitshare.contracts import Contract, FieldType, PiiClass
+from visitshare.contracts import Contract
 from visitshare.landing.files import write_text_atomic
-from visitshare.release.anonymize import (
-    FieldReport,
-    KReport,
-    generalizable,
-    shared_name,
-    shared_quasi_identifiers,
-)
+from visitshare.release.aggregates import AggregateReport
+from visitshare.release.anonymize import FieldReport
+from visitshare.release.dp import rho_to_epsilon
 from visitshare.release.errors import DisclosureError
-from visitshare.release.outcomes import SuppressionReport
+from visitshare.release.hierarchy import dimensions
+from visitshare.release.recode import DimensionUtility, Utility, qi_columns
 
 
 class Result(StrEnum):
@@ -47,12 +43,18 @@ class DatasetDisclosure(BaseModel):
     dataset: str
     contract: str
     k: int
-    quasi_identifiers: list[str]
+    l_diversity: int
+    quasi_identifiers: list[str]  # the published columns k is computed over
+    sensitive: list[str]
     rows_in: int
-    rows_generalized: int
-    rows_suppressed: int
     rows_published: int
+    rows_suppressed: int
+    rows_held: int  # of months not closed yet (published when they close)
     k_achieved: int | None
+    average_class_size: float | None
+    discernibility: int
+    dimensions: list[DimensionUtility]
+    sensitive_withheld: dict[str, int]
     dropped: list[str]
     pseudonymized: list[str]
     coarsened: list[str]
@@ -61,13 +63,32 @@ class DatasetDisclosure(BaseModel):
     municipality_level_rows: int
     sensitive_values_removed: int
 
+    def below_share(self, dimension: str, level: int) -> float:
+        for d in self.dimensions:
+            if d.dimension == dimension and self.rows_published:
+                return sum(d.rows_at_level[: level + 1]) / self.rows_published
+        return 0.0
 
-class TableSuppression(BaseModel):
-    table: str
-    cells: int
-    primary: int
-    secondary: int
-    derived_nulled: int
+    @property
+    def suppressed_share(self) -> float:
+        return self.rows_suppressed / self.rows_in if self.rows_in else 0.0
+
+    @property
+    def below_municipality_share(self) -> float | None:
+        """Share of published rows whose place is finer than the municipality (None: the
+        dataset has no place hierarchy)."""
+        place = next((x for x in self.dimensions if "municipality" in x.levels), None)
+        return None if place is None else self.below_share(place.dimension, len(place.levels) - 2)
+
+
+class PrivacyBudget(BaseModel):
+    """What the release spent on differentially private tables (zero-concentrated DP)."""
+
+    rho_per_release: float  # per publication of a partition of a table
+    rho_this_release: float  # the most one record's partitions spent in this release, all tables
+    rho_cap: float  # per partition and table, over all releases
+    rho_max_spent: float  # the most any partition of any table has spent, all releases
+    epsilon_max_spent: float  # the same as (ε, δ = 1e-6)-DP
 
 
 class DisclosureReport(BaseModel):
@@ -75,26 +96,70 @@ class DisclosureReport(BaseModel):
     created_at: datetime
     result: Result
     datasets: list[DatasetDisclosure]
-    tables: list[TableSuppression]
+    aggregates: list[AggregateReport] = Field(default_factory=list)
+    budget: PrivacyBudget | None = None
     checks: list[Check] = Field(default_factory=list)
+
+    def utility(self) -> dict[str, dict[str, float | int | None]]:
+        """The headline utility figures, per dataset and per aggregate table."""
+        out: dict[str, dict[str, float | int | None]] = {}
+        for d in self.datasets:
+            below = d.below_municipality_share
+            out[d.dataset] = {
+                "rows_in": d.rows_in,
+                "rows_published": d.rows_published,
+                "rows_published_share": round(d.rows_published / d.rows_in, 4)
+                if d.rows_in
+                else None,
+                "rows_below_municipality_share": None if below is None else round(below, 4),
+                "rows_suppressed_share": round(d.suppressed_share, 4),
+                "rows_held": d.rows_held,
+                "k_achieved": d.k_achieved,
+                "average_class_size": d.average_class_size,
+                "discernibility": d.discernibility,
+            }
+        for a in self.aggregates:
+            out[a.table] = {
+                "mode": a.mode,  # type: ignore[dict-item]
+                "cells": a.cells,
+                "cells_published_share": round(a.cells_published_share, 4),
+                "count_blanked_share": round(a.count_blanked_share, 4),
+                **{f"moe95_{k}": v for k, v in a.moe95.items()},
+            }
+        return out
 
     def summary_lines(self) -> list[str]:
         out = []
         for d in self.datasets:
+            below = d.below_municipality_share
+            place = f", {below:.1%} finer than municipality" if below is not None else ""
             out.append(
-                f"{d.dataset}: k={d.k} achieved {d.k_achieved}; {d.rows_in:,} rows → "
-                f"{d.rows_published:,} published ({d.rows_generalized:,} generalized to "
-                f"municipality, {d.rows_suppressed:,} suppressed); dropped "
-                f"{len(d.dropped)} fields, pseudonymized {', '.join(d.pseudonymized) or 'none'}"
+                f"{d.dataset}: k={d.k} achieved {d.k_achieved}; {d.rows_in:,} rows of closed "
+                f"months → {d.rows_published:,} published{place}, {d.rows_suppressed:,} "
+                f"suppressed ({d.suppressed_share:.1%}); {d.rows_held:,} held until their month "
+                f"closes; average class {d.average_class_size}"
             )
-        for t in self.tables:
+        for a in self.aggregates:
+            detail = (
+                f"±{', ±'.join(f'{v} ({k})' for k, v in a.moe95.items())} at 95%"
+                if a.moe95
+                else f"{a.primary:,} primary, {a.secondary:,} secondary suppressions"
+            )
             out.append(
-                f"{t.table}: {t.primary:,} cells suppressed (primary), {t.secondary:,} "
-                f"(secondary) of {t.cells:,}; {t.derived_nulled:,} rates/means withheld"
+                f"{a.table} ({a.mode}): {a.cells_published_share:.1%} of {a.cells:,} cells "
+                f"published; {a.partitions_refreshed} partitions refreshed, "
+                f"{a.partitions_carried} carried over, {a.partitions_stale} stale; {detail}"
+            )
+        if self.budget is not None:
+            b = self.budget
+            out.append(
+                f"privacy budget: ρ {b.rho_this_release:g} per record this release; at most "
+                f"ρ {b.rho_max_spent:g} of {b.rho_cap:g} spent on any partition "
+                f"(ε {b.epsilon_max_spent:.2f} at δ = 1e-6)"
             )
         failed = [c for c in self.checks if c.result is Result.FAILED]
         out.append(
-            f"privacy checks: {len(self.checks) - len(failed)}/{len(self.checks)} passed"
+            f"audit: {len(self.checks) - len(failed)}/{len(self.checks)} checks passed"
             + (f" (failed: {', '.join(c.name for c in failed)})" if failed else "")
         )
         return out
@@ -108,39 +173,66 @@ def merge_field_reports(reports: list[FieldReport]) -> FieldReport:
     return out
 
 
-def merge_k_reports(reports: list[KReport]) -> KReport:
+def merge_utility(reports: list[Utility]) -> Utility:
+    first = reports[0]
+    published = sum(r.rows_published for r in reports)
+    classes = sum(
+        round(r.rows_published / r.average_class_size) for r in reports if r.average_class_size
+    )
     achieved = [r.k_achieved for r in reports if r.k_achieved is not None]
-    return KReport(
-        k=reports[0].k,
-        quasi_identifiers=reports[0].quasi_identifiers,
+    dims = []
+    for i, d in enumerate(first.dimensions):
+        at = [sum(r.dimensions[i].rows_at_level[j] for r in reports) for j in range(len(d.levels))]
+        dims.append(DimensionUtility(dimension=d.dimension, levels=d.levels, rows_at_level=at))
+    withheld: dict[str, int] = {}
+    for r in reports:
+        for k, v in r.sensitive_withheld.items():
+            withheld[k] = withheld.get(k, 0) + v
+    return Utility(
         rows_in=sum(r.rows_in for r in reports),
-        generalized=sum(r.generalized for r in reports),
-        suppressed=sum(r.suppressed for r in reports),
+        rows_published=published,
+        rows_suppressed=sum(r.rows_suppressed for r in reports),
+        rows_held=sum(r.rows_held for r in reports),
+        k=first.k,
         k_achieved=min(achieved) if achieved else None,
+        average_class_size=round(published / classes, 2) if classes else None,
+        discernibility=sum(r.discernibility for r in reports),
+        dimensions=dims,
+        sensitive_withheld=withheld,
     )
 
 
-def merge_suppression(reports: list[SuppressionReport]) -> SuppressionReport:
-    out = SuppressionReport(table=reports[0].table)
-    for name in SuppressionReport.model_fields:
-        if name != "table":
-            setattr(out, name, sum(getattr(r, name) for r in reports))
+def merge_aggregates(reports: list[AggregateReport]) -> AggregateReport:
+    out = AggregateReport(table=reports[0].table, mode=reports[0].mode)
+    for r in reports:
+        for name in ("cells", "cells_published", "count_total", "count_blanked",
+                     "partitions_refreshed", "partitions_carried", "partitions_stale",
+                     "primary", "secondary"):  # fmt: skip
+            setattr(out, name, getattr(out, name) + getattr(r, name))
+        out.rho_spent = max(out.rho_spent, r.rho_spent)
+        out.rho_per_partition_max = max(out.rho_per_partition_max, r.rho_per_partition_max)
+        out.moe95 = {**out.moe95, **{k: max(v, out.moe95.get(k, 0)) for k, v in r.moe95.items()}}
     return out
 
 
-def dataset_disclosure(
-    contract: Contract, fr: FieldReport, kr: KReport, published: int
-) -> DatasetDisclosure:
+def dataset_disclosure(contract: Contract, fr: FieldReport, u: Utility) -> DatasetDisclosure:
+    d = contract.disclosure
     return DatasetDisclosure(
         dataset=contract.name,
         contract=contract.id,
-        k=kr.k,
-        quasi_identifiers=kr.quasi_identifiers,
-        rows_in=kr.rows_in,
-        rows_generalized=kr.generalized,
-        rows_suppressed=kr.suppressed,
-        rows_published=published,
-        k_achieved=kr.k_achieved,
+        k=d.k_anonymity,
+        l_diversity=d.l_diversity,
+        quasi_identifiers=qi_columns(dimensions(contract)),
+        sensitive=d.sensitive,
+        rows_in=u.rows_in,
+        rows_published=u.rows_published,
+        rows_suppressed=u.rows_suppressed,
+        rows_held=u.rows_held,
+        k_achieved=u.k_achieved,
+        average_class_size=u.average_class_size,
+        discernibility=u.discernibility,
+        dimensions=u.dimensions,
+        sensitive_withheld=u.sensitive_withheld,
         dropped=fr.dropped,
         pseudonymized=fr.pseudonymized,
         coarsened=fr.coarsened,
@@ -151,103 +243,17 @@ def dataset_disclosure(
     )
 
 
-# -- the privacy gate ----------------------------------------------------------------------------
-def identifier_patterns(contracts: list[Contract]) -> dict[str, str]:
-    """Search patterns (unanchored) of every direct identifier whose contract gives a shape."""
-    out = {}
-    for c in contracts:
-        for f in c.fields_by_pii(PiiClass.DIRECT_IDENTIFIER):
-            if f.pattern:
-                out[f"{c.name}.{f.name}"] = f.pattern.removeprefix("^").removesuffix("$")
-    return out
-
-
-def _string_columns(table: pa.Table):
-    for name in table.column_names:
-        col = table.column(name)
-        if pa.types.is_list(col.type) or pa.types.is_large_list(col.type):
-            col = pc.list_flatten(col)
-        if pa.types.is_string(col.type) or pa.types.is_large_string(col.type):
-            yield name, col
-
-
-def check_record_table(table: pa.Table, contract: Contract) -> list[Check]:
-    """k recomputed from the published rows; only contract-derived columns are present."""
-    checks = []
-    allowed = {
-        shared_name(f)
-        for f in contract.fields
-        if f.disclosure is None or f.disclosure.action != "drop"
-    }
-    extra = sorted(set(table.column_names) - allowed)
-    checks.append(
-        Check(
-            name=f"{contract.name}: columns",
-            result=Result.FAILED if extra else Result.PASSED,
-            detail=f"columns not allowed by the contract: {extra}"
-            if extra
-            else f"{table.num_columns} columns, all derived from {contract.id}",
-        )
-    )
-    k = contract.disclosure.k_anonymity
-    qi = shared_quasi_identifiers(contract)
-    if table.num_rows:
-        sizes = table.group_by(qi, use_threads=False).aggregate([([], "count_all")])
-        smallest = pc.min(sizes.column("count_all")).as_py()
-    else:
-        smallest = None
-    ok = smallest is None or smallest >= k
-    checks.append(
-        Check(
-            name=f"{contract.name}: k-anonymity",
-            result=Result.PASSED if ok else Result.FAILED,
-            detail=f"smallest group over {qi} recomputed from the published rows: "
-            f"{smallest} (k = {k})",
-        )
-    )
-    town = generalizable(contract)
-    for f in contract.fields:
-        if f.sensitive_values and f.type is not FieldType.ARRAY and town and table.num_rows:
-            col = table.column(shared_name(f))
-            leak = pc.and_(
-                pc.fill_null(pc.is_in(col, value_set=pa.array(f.sensitive_values)), False),
-                pc.is_valid(table.column(town)),
-            )
-            n = pc.sum(leak).as_py() or 0
-            checks.append(
-                Check(
-                    name=f"{contract.name}: sensitive {f.name} at municipality level",
-                    result=Result.FAILED if n else Result.PASSED,
-                    detail=f"{n} rows of a sensitive {f.name} carry a town",
-                )
-            )
-        if f.sensitive_values and f.type is FieldType.ARRAY and table.num_rows:
-            flat = pc.list_flatten(table.column(shared_name(f)))
-            n = pc.sum(pc.is_in(flat, value_set=pa.array(f.sensitive_values))).as_py() or 0
-            checks.append(
-                Check(
-                    name=f"{contract.name}: sensitive {f.name} values",
-                    result=Result.FAILED if n else Result.PASSED,
-                    detail=f"{n} sensitive {f.name} values in record-level data",
-                )
-            )
-    return checks
-
-
-def check_no_identifiers(tables: dict[str, pa.Table], patterns: dict[str, str]) -> Check:
-    """No string value in any shared table is shaped like a direct identifier."""
-    hits = []
-    for tname, t in tables.items():
-        for cname, col in _string_columns(t):
-            distinct = pc.unique(col)  # low cardinality mostly: test each value once
-            for field, pattern in patterns.items():
-                n = pc.sum(pc.match_substring_regex(distinct, pattern)).as_py() or 0
-                if n:
-                    hits.append(f"{tname}.{cname} ({n} distinct values shaped like {field})")
-    return Check(
-        name="no direct identifiers",
-        result=Result.FAILED if hits else Result.PASSED,
-        detail="; ".join(hits) or f"{len(patterns)} identifier shapes searched in every table",
+def budget(
+    aggregates: list[AggregateReport], rho_per_release: float, rho_cap: float
+) -> PrivacyBudget:
+    this = sum(a.rho_spent for a in aggregates)
+    spent = max((a.rho_per_partition_max for a in aggregates), default=0.0)
+    return PrivacyBudget(
+        rho_per_release=rho_per_release,
+        rho_this_release=round(this, 6),
+        rho_cap=rho_cap,
+        rho_max_spent=round(spent, 6),
+        epsilon_max_spent=round(rho_to_epsilon(spent), 4) if spent else 0.0,
     )
 
 
@@ -255,7 +261,7 @@ def enforce(report: DisclosureReport) -> None:
     failed = [c for c in report.checks if c.result is Result.FAILED]
     if failed:
         raise DisclosureError(
-            "privacy checks failed, nothing published: "
+            "the audit failed, nothing published: "
             + "; ".join(f"{c.name}: {c.detail}" for c in failed)
         )
 
@@ -276,27 +282,39 @@ def _rows(items: Sequence[BaseModel]) -> str:
 
 def _fmt(v: Any) -> str:
     if isinstance(v, list):
-        return ", ".join(map(str, v))
+        return ", ".join(_fmt(x) for x in v)
+    if isinstance(v, dict):
+        return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
+    if isinstance(v, bool):
+        return str(v)
     if isinstance(v, int):
         return f"{v:,}"
+    if isinstance(v, float):
+        return f"{v:.4g}"
     return str(v)
 
 
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;
+margin:1em 0;font-size:.9em}td,th{border:1px solid #bbb;padding:4px 8px;text-align:left;
+vertical-align:top}.failed{color:#b00}.passed{color:#070}"""
+
+
 def write_report(report: DisclosureReport, directory: Path) -> tuple[Path, Path]:
-    """`disclosure.json` and `disclosure.html` for auditors (no data values, counts only)."""
+    """`disclosure.json` and `disclosure.html` for auditors (no data values, counts only;
+    the page needs no network)."""
     directory.mkdir(parents=True, exist_ok=True)
     j, h = directory / "disclosure.json", directory / "disclosure.html"
     write_text_atomic(j, report.model_dump_json(indent=2))
     page = f"""<!doctype html><html lang="en"><meta charset="utf-8">
 <title>Disclosure control, release {report.release_id}</title>
-<style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #bbb;padding:4px 8px;text-align:left}}.failed{{color:#b00}}</style>
+<style>{STYLE}</style>
 <h1>Disclosure control, release {report.release_id}</h1>
 <p>Result: <b class="{report.result.value}">{report.result.value}</b> · {report.created_at:%Y-%m-%d %H:%M %Z}</p>
 <ul>{"".join(f"<li>{html.escape(s)}</li>" for s in report.summary_lines())}</ul>
 <h2>Record-level datasets</h2>{_rows(report.datasets)}
-<h2>Aggregates: cell suppression</h2>{_rows(report.tables)}
-<h2>Privacy checks on the published data</h2>{_rows(report.checks)}
+<h2>Aggregate tables</h2>{_rows(report.aggregates)}
+<h2>Privacy budget</h2>{_rows([report.budget] if report.budget else [])}
+<h2>Audit of the published data</h2>{_rows(report.checks)}
 </html>"""
     write_text_atomic(h, page)
     return j, h

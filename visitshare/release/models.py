@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import logging
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel
 
 from visitshare.release import disclosure
-from visitshare.release.anonymize import FieldReport, KReport
-from visitshare.release.outcomes import SuppressionReport
-
-log = logging.getLogger(__name__)
+from visitshare.release.aggregates import AggregateReport, Refresh
+from visitshare.release.anonymize import FieldReport
+from visitshare.release.recode import Utility
+from visitshare.release.records import NewBatch
 
 
 class Shard(BaseModel):
@@ -22,6 +22,7 @@ class Shard(BaseModel):
 
 class Plan(BaseModel):
     token: str
+    as_of: datetime  # the clock when planned: every shard agrees on which months are closed
     validated_upto: int
     input_fingerprint: str
     key_fingerprint: str
@@ -33,8 +34,10 @@ class ShardResult(BaseModel):
     index: int
     staged: dict[str, str]  # staged table → path (relative to the lake)
     field_reports: dict[str, FieldReport]  # dataset → what anonymization did
-    k_reports: dict[str, KReport]  # dataset → k-anonymity
-    suppression: dict[str, SuppressionReport]  # aggregate table → cell suppression
+    utility: dict[str, Utility]  # dataset → what recoding kept
+    aggregates: dict[str, AggregateReport]  # aggregate table → protection
+    batches: list[NewBatch]  # record batches this release adds
+    refreshes: list[Refresh]  # aggregate partitions this release publishes anew
 
 
 class Published(BaseModel):

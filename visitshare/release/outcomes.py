@@ -1,11 +1,12 @@
 """Programme outcomes: visits joined with incidents by municipality, town and month.
 
 Pure functions from Arrow tables to Arrow tables (SQL run by DuckDB over the Arrow data).
-Inputs are police-zone rows: validated visits and incidents with their household ids already
-replaced by pseudonyms (`visitshare.anonymize.pseudonymize`), so that the household join
-never handles an identifier. Outputs:
-- `town_month` and `municipality_month`: the outcome metrics (count columns are suppressed
-  for sharing by `suppress`); sensitive categories appear at municipality level only;
+Inputs are police-zone rows: validated visits and incidents. Outputs:
+- `town_month` and `municipality_month` (`count_tables`): counts over the public domain
+  (every town of each municipality × month with data, so a zero is a published fact and not
+  an absence); sensitive categories appear at municipality level only. For sharing they are
+  protected by `visitshare.release.aggregates` (noise, or `suppress` in threshold mode) and
+  the rates derived from what is published (`derive_rates`);
 - `before_after`: incidents in the 90 days before vs after each town's first completed visit;
 - `repeat_victimization` (police only): incidents at households visited before, with the
   days since the last visit.
@@ -13,6 +14,8 @@ never handles an identifier. Outputs:
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import duckdb
@@ -21,8 +24,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pydantic import BaseModel
 
-from visitshare.contracts import Contract
-from visitshare.release.anonymize import PRIMARY, SECONDARY, suppress_cells
+from visitshare.contracts import Contract, geography
+from visitshare.release.anonymize import PRIMARY, SECONDARY, pseudonymize, suppress_cells
 
 TOKYO = "Asia/Tokyo"
 WINDOW_DAYS = 90
@@ -33,7 +36,6 @@ class SuppressionReport(BaseModel):
     cells: int = 0
     primary: int = 0
     secondary: int = 0
-    derived_nulled: int = 0  # rates and means withheld because their counts were
 
 
 @dataclass
@@ -82,13 +84,15 @@ def _lit(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _visit_metrics(c: Categories, town_level: bool) -> str:
+def _visit_metrics(c: Categories, town_level: bool, max_items: int | None) -> str:
     concerns = [x for x in c.concerns if not (town_level and x in c.concerns_sensitive)]
     cols = [
-        "count(DISTINCT household_pseudonym) AS households_visited",
+        "count(DISTINCT household_id) AS households_visited",
         "count(*) AS visits",
         "count(*) FILTER (WHERE outcome = 'completed') AS visits_completed",
-        "avg(satisfaction) FILTER (WHERE outcome = 'completed') AS satisfaction_mean",
+        # Σ (satisfaction − 1): each visit adds 0..4; the mean is derived from it.
+        "coalesce(sum(satisfaction - 1) FILTER (WHERE outcome = 'completed'), 0) AS satisfaction_points",
+        "count(satisfaction) FILTER (WHERE outcome = 'completed') AS satisfaction_answers",
     ]
     for prefix, values, column in (
         ("vulnerabilities", c.vulnerabilities, "vulnerabilities"),
@@ -96,8 +100,10 @@ def _visit_metrics(c: Categories, town_level: bool) -> str:
         ("materials", c.materials, "materials"),
         ("concerns", concerns, "concerns"),
     ):
+        # Counting at most `max_items` items of a list bounds what one visit can add.
+        items = column if max_items is None else f"list_slice({column}, 1, {int(max_items)})"
         cols += [
-            f"count(*) FILTER (WHERE list_contains({column}, {_lit(v)})) AS {prefix}_{v}"
+            f"count(*) FILTER (WHERE list_contains({items}, {_lit(v)})) AS {prefix}_{v}"
             for v in values
         ]
     return ",\n  ".join(cols)
@@ -113,17 +119,47 @@ def _incident_metrics(c: Categories, town_level: bool) -> str:
 
 def _incident_scope(c: Categories, town_level: bool) -> str:
     """At town level, sensitive crimes are left out before grouping: a town-month whose only
-    incidents are sensitive must not appear at all (its row would reveal one)."""
+    incidents are sensitive must not show them in any column."""
     if not town_level or not c.crimes_sensitive:
         return ""
     return f"WHERE crime_type NOT IN ({', '.join(_lit(x) for x in c.crimes_sensitive)})"
 
 
-def outcome_tables(visits: pa.Table, incidents: pa.Table, c: Categories) -> dict[str, pa.Table]:
-    """Outcome metrics per municipality × town × month and per municipality × month."""
+def _domain(visits: pa.Table, incidents: pa.Table) -> pa.Table:
+    """Every town of every municipality × month that has data: the public domain of the
+    town table (Japan Post's town list), so a town without events is a row of zeros."""
     con = _con()
     con.register("visits", visits)
     con.register("incidents", incidents)
+    periods = con.sql("""
+        SELECT DISTINCT municipality_code, strftime(visited_at, '%Y-%m') AS month FROM visits
+        UNION SELECT DISTINCT municipality_code, strftime(occurred_at, '%Y-%m') FROM incidents
+    """).fetchall()
+    munis, towns, months = [], [], []
+    for code, month in sorted(periods):
+        for town in geography.municipalities()[code].towns:
+            munis.append(code)
+            towns.append(town)
+            months.append(month)
+    text = pa.string()  # typed even when empty: the shared schemas are made from empty tables
+    return pa.table(
+        {
+            "municipality_code": pa.array(munis, text),
+            "town": pa.array(towns, text),
+            "month": pa.array(months, text),
+        }
+    )
+
+
+def count_tables(
+    visits: pa.Table, incidents: pa.Table, c: Categories, max_items: int | None = None
+) -> dict[str, pa.Table]:
+    """True counts per municipality × town × month (every town of the municipality) and per
+    municipality × month; `max_items` bounds the list items a visit counts."""
+    con = _con()
+    con.register("visits", visits)
+    con.register("incidents", incidents)
+    con.register("domain", _domain(visits, incidents))
     out = {}
     for name, keys in (
         ("town_month", ["municipality_code", "town"]),
@@ -131,47 +167,89 @@ def outcome_tables(visits: pa.Table, incidents: pa.Table, c: Categories) -> dict
     ):
         town_level = "town" in keys
         k = ", ".join(keys)
+        base = (
+            "SELECT * FROM domain"
+            if town_level
+            else "SELECT DISTINCT municipality_code, month FROM domain"
+        )
         sql = f"""
-        WITH v AS (
+        WITH d AS ({base}),
+        v AS (
           SELECT {k}, strftime(visited_at, '%Y-%m') AS month,
-            {_visit_metrics(c, town_level)}
+            {_visit_metrics(c, town_level, max_items)}
           FROM visits GROUP BY {k}, month),
         i AS (
           SELECT {k}, strftime(occurred_at, '%Y-%m') AS month,
             {_incident_metrics(c, town_level)}
           FROM incidents {_incident_scope(c, town_level)} GROUP BY {k}, month)
-        SELECT * EXCLUDE (i_keys) FROM (
-          SELECT {", ".join(f"coalesce(v.{x}, i.{x}) AS {x}" for x in [*keys, "month"])},
-            v.* EXCLUDE ({k}, month), i.* EXCLUDE ({k}, month), 1 AS i_keys
-          FROM v FULL OUTER JOIN i USING ({k}, month))
+        SELECT d.*, v.* EXCLUDE ({k}, month), i.* EXCLUDE ({k}, month)
+        FROM d LEFT JOIN v USING ({k}, month) LEFT JOIN i USING ({k}, month)
         ORDER BY {k}, month
         """
         t = con.sql(sql).to_arrow_table()
-        counts = [f for f in t.column_names if f not in (*keys, "month", "satisfaction_mean")]
-        t = _fill_zero(t, counts)
-        completion = pc.if_else(
-            pc.greater(t.column("visits"), 0),
-            pc.divide(
-                pc.cast(t.column("visits_completed"), pa.float64()),
-                pc.cast(t.column("visits"), pa.float64()),
-            ),
-            pa.scalar(None, pa.float64()),
+        out[name] = _fill_zero(t, [f for f in t.column_names if f not in (*keys, "month")])
+    return out
+
+
+VISIT_FAMILIES = ("vulnerabilities_", "recommendations_", "materials_", "concerns_")
+
+
+def visit_columns(table: pa.Table) -> list[str]:
+    """The count columns one visit adds to (households, visits, completed, points, items)."""
+    fixed = [
+        "households_visited",
+        "visits",
+        "visits_completed",
+        "satisfaction_points",
+        "satisfaction_answers",
+    ]
+    return [c for c in table.column_names if c in fixed or c.startswith(VISIT_FAMILIES)]
+
+
+def incident_columns(table: pa.Table) -> list[str]:
+    return [c for c in table.column_names if c.startswith("incidents_") and c not in (
+        "incidents_before_90d", "incidents_after_90d", "incidents_per_1000_visited_households")]  # fmt: skip
+
+
+def visit_l2_sensitivity(c: Categories, max_items: int, town_level: bool) -> float:
+    """How much one visit can change a row of counts (L2): households, visits, completed and
+    answers by 1 each, satisfaction points by 4, each counted list by `max_items` ones."""
+    lists = 4
+    return math.sqrt(4 * 1 + 4**2 + lists * max_items)
+
+
+INCIDENT_L2_SENSITIVITY = math.sqrt(2)  # one crime column and the total
+
+
+def derive_rates(t: pa.Table, min_denominator: Mapping[str, float] | None = None) -> pa.Table:
+    """Rates and means from the counts: completion rate, mean satisfaction, incidents per
+    1,000 visited households. Withheld (null) where the denominator is below its minimum
+    (within noise, or under the cell threshold)."""
+    least = min_denominator or {}
+
+    def ratio(num: str, den: str, scale: float = 1.0, offset: float = 0.0) -> pa.Array:
+        n = pc.cast(t.column(num), pa.float64())
+        d = pc.cast(t.column(den), pa.float64())
+        ok = pc.and_(pc.greater(d, 0), pc.greater_equal(d, least.get(den, 1)))
+        ok = pc.and_(ok, pc.is_valid(n))
+        value = pc.add(pc.multiply(pc.divide(n, d), scale), offset)
+        return pc.if_else(ok, value, pa.scalar(None, pa.float64()))
+
+    out = t
+    if "visits" in t.column_names:
+        completion = ratio("visits_completed", "visits")
+        out = out.append_column(
+            "completion_rate", pc.min_element_wise(completion, 1.0, skip_nulls=False)
         )
-        per_1000 = pc.if_else(
-            pc.greater(t.column("households_visited"), 0),
-            pc.multiply(
-                pc.divide(
-                    pc.cast(t.column("incidents_total"), pa.float64()),
-                    pc.cast(t.column("households_visited"), pa.float64()),
-                ),
-                1000.0,
-            ),
-            pa.scalar(None, pa.float64()),
+        mean = ratio("satisfaction_points", "satisfaction_answers", 1.0, 1.0)
+        out = out.append_column(
+            "satisfaction_mean", pc.min_element_wise(mean, 5.0, skip_nulls=False)
         )
-        t = t.append_column("completion_rate", completion).append_column(
-            "incidents_per_1000_visited_households", per_1000
+    if "incidents_total" in t.column_names and "households_visited" in t.column_names:
+        out = out.append_column(
+            "incidents_per_1000_visited_households",
+            ratio("incidents_total", "households_visited", 1000.0),
         )
-        out[name] = t
     return out
 
 
@@ -203,17 +281,22 @@ def before_after(visits: pa.Table, incidents: pa.Table, c: Categories) -> pa.Tab
     """).to_arrow_table()
 
 
-def repeat_victimization(visits: pa.Table, incidents: pa.Table) -> pa.Table:
-    """Incidents at households visited before the incident (police only: pseudonyms, days)."""
+def repeat_victimization(
+    visits: pa.Table, incidents: pa.Table, key: bytes, namespace: str = "household"
+) -> pa.Table:
+    """Incidents at households visited before the incident (police only: pseudonyms, days).
+
+    Joined on the household ids of the police zone; only the households in the result are
+    pseudonymized (as the contracts do: keyed HMAC under `namespace`), and no id leaves."""
     con = _con()
-    con.register("visits", visits)
+    con.register("visits", visits.select(["household_id", "visited_at"]))
     con.register("incidents", incidents)
     # One output row per incident (numbered, so two incidents alike stay two rows).
-    return con.sql("""
+    out = con.sql("""
         WITH i AS (SELECT row_number() OVER () AS n, * FROM incidents
-                   WHERE victim_household_pseudonym IS NOT NULL)
+                   WHERE victim_household_id IS NOT NULL)
         SELECT any_value(i.municipality_code) AS municipality_code, any_value(i.town) AS town,
-          any_value(i.victim_household_pseudonym) AS household_pseudonym,
+          any_value(i.victim_household_id) AS household_id,
           any_value(i.crime_type) AS crime_type,
           any_value(i.occurred_at)::DATE AS occurred_date,
           max(v.visited_at)::DATE AS last_visit_date,
@@ -221,9 +304,12 @@ def repeat_victimization(visits: pa.Table, incidents: pa.Table) -> pa.Table:
             AS days_since_visit,
           count(*) AS visits_before
         FROM i JOIN visits v
-          ON v.household_pseudonym = i.victim_household_pseudonym AND v.visited_at < i.occurred_at
+          ON v.household_id = i.victim_household_id AND v.visited_at < i.occurred_at
         GROUP BY i.n ORDER BY municipality_code, town, occurred_date
     """).to_arrow_table()
+    at = out.schema.get_field_index("household_id")
+    pseudonyms = pseudonymize(out.column(at).cast(pa.string()), key, namespace)
+    return out.set_column(at, "household_pseudonym", pseudonyms)
 
 
 # -- suppression for sharing ------------------------------------------------------------------
@@ -262,8 +348,8 @@ def suppress(
     Within each group (e.g. one municipality × month of the town table), a family of columns
     that adds up to a published row total is protected along rows; every column is protected
     along the group when its total is published elsewhere (`column_totals`: the municipality
-    table publishes the town table's column totals). Rates and means whose counts are withheld
-    are withheld too.
+    table publishes the town table's column totals). Rates are derived afterwards, from what
+    is published (`derive_rates`).
     """
     report = SuppressionReport(table=name)
     if not table.num_rows:
@@ -287,22 +373,6 @@ def suppress(
     out = table
     for c, mask in masks.items():
         out = _null_where(out, c, mask)
-    derived = {
-        "completion_rate": ("visits", "visits_completed"),
-        "satisfaction_mean": ("visits_completed",),
-        "incidents_per_1000_visited_households": ("incidents_total", "households_visited"),
-    }
-    for c, sources in derived.items():
-        if c in out.column_names:
-            mask = np.zeros(out.num_rows, bool)
-            for s in sources:
-                mask |= masks.get(s, np.zeros(out.num_rows, bool))
-            if c == "satisfaction_mean":  # a mean over fewer than `threshold` visits is withheld
-                mask |= table.column("visits_completed").to_numpy(zero_copy_only=False) < threshold
-            report.derived_nulled += int(
-                (mask & pc.is_valid(out.column(c)).to_numpy(zero_copy_only=False)).sum()
-            )
-            out = _null_where(out, c, mask)
     return out, report
 
 

@@ -15,6 +15,7 @@ from visitshare.db.tables import curated_files
 from visitshare.release import keys
 from visitshare.release.errors import ReleaseError
 from visitshare.release.models import Plan, Shard
+from visitshare.release.records import last_closed_month
 from visitshare.release.releases import latest_release
 from visitshare.settings import Settings
 
@@ -24,6 +25,7 @@ log = logging.getLogger(__name__)
 # -- 1. plan -----------------------------------------------------------------------------------
 def plan(settings: Settings, force: bool = False, new_key: bool = False) -> Plan | None:
     """What the next release consists of; None when nothing changed since the latest one."""
+    now = settings.clock.now()
     key_fp = keys.fingerprint(keys.load_key(settings))
     contracts = {c.id: c.fingerprint for c in outcome_roles(settings.contracts_dir).values()}
     engine = engine_for(settings)
@@ -45,8 +47,13 @@ def plan(settings: Settings, force: bool = False, new_key: bool = False) -> Plan
             f"{latest.key_fingerprint}, now {key_fp}): every pseudonym would change. Restore "
             "the key, or publish with --new-key to start a new pseudonym series on purpose"
         )
+    # A month that closed since the last release is new too: its record-level rows publish now.
+    closing = min(
+        c.disclosure.close_after_days for c in outcome_roles(settings.contracts_dir).values()
+    )
+    closed_through = last_closed_month(now, closing)
     fingerprint = hashlib.sha256(
-        json.dumps([[f.id for f in files], contracts, key_fp]).encode()
+        json.dumps([[f.id for f in files], contracts, key_fp, closed_through]).encode()
     ).hexdigest()
     if latest is not None and latest.input_fingerprint == fingerprint and not force:
         return None
@@ -62,7 +69,8 @@ def plan(settings: Settings, force: bool = False, new_key: bool = False) -> Plan
     for i, (total, munis) in enumerate(bins):
         shards.append(Shard(index=i, municipalities=sorted(munis), rows=total))
     return Plan(
-        token=settings.clock.now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
+        token=now.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:8],
+        as_of=now,
         validated_upto=files[-1].id,
         input_fingerprint=fingerprint,
         key_fingerprint=key_fp,

@@ -33,10 +33,11 @@ import sqlalchemy as sa
 from visitshare.contracts import Contract
 from visitshare.contracts.roles import outcome_roles
 from visitshare.db import engine_for
-from visitshare.db.tables import releases
+from visitshare.db.tables import aggregate_states, dp_spend, record_batches, releases
 from visitshare.processes import process_pool
-from visitshare.release import disclosure, shared
-from visitshare.release.build import build_shard, staging_dir
+from visitshare.release import audit, disclosure, keys, shared
+from visitshare.release.aggregates import SPECS
+from visitshare.release.build import build_shard, household_namespace, output_schemas, staging_dir
 from visitshare.release.errors import ReleaseError
 from visitshare.release.models import Plan, Published, ShardResult
 from visitshare.release.notices import send_pending_notices
@@ -45,7 +46,7 @@ from visitshare.release.outcomes import (
 )
 from visitshare.release.plan import plan
 from visitshare.release.recovery import claim_staging, complete_release, publish_lock, recover
-from visitshare.release.releases import latest_release, release_dir
+from visitshare.release.releases import latest_release, read_table, release_dir
 from visitshare.release.retention import expire_releases
 from visitshare.settings import Settings
 
@@ -53,6 +54,17 @@ log = logging.getLogger(__name__)
 
 
 # -- 3. finalize -------------------------------------------------------------------------------
+def _previous_tables(settings: Settings, latest: sa.Row | None) -> dict[str, pa.Table] | None:
+    """The shared tables of the latest release, as published (for the differencing audit)."""
+    if latest is None:
+        return None
+    return {
+        name: read_table(settings, latest, name)
+        for name in latest.tables
+        if name != "repeat_victimization"
+    }
+
+
 def _gather(settings: Settings, results: list[ShardResult], name: str) -> pa.Table:
     tables = [pq.read_table(settings.lake / r.staged[name]) for r in results]
     return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
@@ -60,33 +72,39 @@ def _gather(settings: Settings, results: list[ShardResult], name: str) -> pa.Tab
 
 def _report(
     release_id: int,
-    cv: Contract,
-    ci: Contract,
+    roles: dict[str, Contract],
     results: list[ShardResult],
     data: dict[str, pa.Table],
+    previous: dict[str, pa.Table] | None,
+    settings: Settings,
     now: datetime,
 ) -> disclosure.DisclosureReport:
     datasets = []
-    for contract, name in ((cv, "visits"), (ci, "incidents")):
+    for contract in roles.values():
         fr = disclosure.merge_field_reports([r.field_reports[contract.name] for r in results])
-        kr = disclosure.merge_k_reports([r.k_reports[contract.name] for r in results])
-        datasets.append(disclosure.dataset_disclosure(contract, fr, kr, data[name].num_rows))
-    tables = []
-    for name in ("outcomes_town_month", "outcomes_municipality_month", "before_after_town"):
-        s = disclosure.merge_suppression([r.suppression[name] for r in results])
-        tables.append(disclosure.TableSuppression(**s.model_dump()))
-    checks = [
-        *disclosure.check_record_table(data["visits"], cv),
-        *disclosure.check_record_table(data["incidents"], ci),
-        disclosure.check_no_identifiers(data, disclosure.identifier_patterns([cv, ci])),
+        u = disclosure.merge_utility([r.utility[contract.name] for r in results])
+        datasets.append(disclosure.dataset_disclosure(contract, fr, u))
+    aggregates = [
+        disclosure.merge_aggregates([r.aggregates[name] for r in results]) for name in SPECS
     ]
+    policy = roles["visits"].disclosure.aggregates
+    budget = (
+        disclosure.budget(aggregates, policy.rho_per_release, policy.rho_cap)
+        if policy.mode == "dp"
+        else None
+    )
+    schemas = output_schemas(settings)
+    allowed = {role: set(schemas[role].names) for role in roles}
+    threshold = max(c.disclosure.min_cell_count for c in roles.values())
+    checks = audit.audit_tables(data, roles, allowed, previous, threshold)
     failed = any(c.result is disclosure.Result.FAILED for c in checks)
     return disclosure.DisclosureReport(
         release_id=release_id,
         created_at=now,
         result=disclosure.Result.FAILED if failed else disclosure.Result.PASSED,
         datasets=datasets,
-        tables=tables,
+        aggregates=aggregates,
+        budget=budget,
         checks=checks,
     )
 
@@ -102,7 +120,6 @@ def finalize(
     if [r.index for r in results] != list(range(len(plan_.shards))):
         raise ReleaseError("not every shard of the plan was built: nothing published")
     roles = outcome_roles(settings.contracts_dir)
-    cv, ci = roles["visits"], roles["incidents"]
     engine = engine_for(settings)
     with engine.connect() as conn:
         done = conn.execute(sa.select(releases).where(releases.c.plan_token == plan_.token)).first()
@@ -131,11 +148,18 @@ def finalize(
             "before_after_town",
         )
     }
+    key = keys.load_key(settings)
+    if keys.fingerprint(key) != plan_.key_fingerprint:
+        raise ReleaseError("the pseudonym key changed while the release was being built")
     data["repeat_victimization"] = repeat_victimization(
-        _gather(settings, results, "_rv_visits"), _gather(settings, results, "_rv_incidents")
+        _gather(settings, results, "_rv_visits"),
+        _gather(settings, results, "_rv_incidents"),
+        key,
+        household_namespace(roles["visits"]),
     )
     now = settings.clock.now()
-    report = _report(release_id, cv, ci, results, data, now)
+    previous = _previous_tables(settings, latest)
+    report = _report(release_id, roles, results, data, previous, settings, now)
     if report.result is disclosure.Result.FAILED:
         disclosure.write_report(
             report, settings.reports_dir / "releases" / f"refused-{plan_.token}"
@@ -196,6 +220,9 @@ def _write(
                 notice_sent=False,
             )
         )
+        superseded = _commit_state(conn, results, release_id, now)
+    for path in superseded:  # values of partitions this release published anew
+        (settings.lake / path).unlink(missing_ok=True)  # (or recovery, if this one dies)
     # The release is committed. What follows is repeated by the next publish if this one dies
     # here (recovery.complete_releases), so each step is idempotent.
     with engine.connect() as conn:
@@ -213,6 +240,68 @@ def _write(
         notice_sent=release_id in sent,
         expired=expired,
     )
+
+
+def _commit_state(
+    conn: sa.Connection, results: list[ShardResult], release_id: int, now
+) -> list[str]:
+    """What this release published, per partition, in the same transaction as the release;
+    the aggregate values files it supersedes."""
+    superseded = []
+    batches = [b for r in results for b in r.batches]
+    if batches:
+        conn.execute(
+            record_batches.insert(),
+            [{**b.model_dump(), "release_id": release_id} for b in batches],
+        )
+    for f in (f for r in results for f in r.refreshes):
+        key = (
+            (aggregate_states.c.table_name == f.table_name)
+            & (aggregate_states.c.municipality_code == f.municipality_code)
+            & (aggregate_states.c.period == f.period)
+        )
+        old = conn.execute(sa.select(aggregate_states).where(key)).first()
+        if f.stale:
+            conn.execute(aggregate_states.update().where(key).values(stale=True))
+            continue
+        values = {
+            "fingerprint": f.fingerprint,
+            "path": f.path,
+            "rho_spent": (old.rho_spent if old else 0.0) + f.rho,
+            "refreshes": (old.refreshes if old else 0) + 1,
+            "refreshed_at": now,
+            "release_id": release_id,
+            "stale": False,
+        }
+        if old is None:
+            conn.execute(
+                aggregate_states.insert().values(
+                    table_name=f.table_name,
+                    municipality_code=f.municipality_code,
+                    period=f.period,
+                    **values,
+                )
+            )
+        else:
+            conn.execute(aggregate_states.update().where(key).values(**values))
+            if old.path != f.path:
+                superseded.append(old.path)  # unless other partitions still use the file
+        if f.rho:
+            conn.execute(
+                dp_spend.insert().values(
+                    table_name=f.table_name,
+                    municipality_code=f.municipality_code,
+                    period=f.period,
+                    release_id=release_id,
+                    rho=f.rho,
+                )
+            )
+    still = set(
+        conn.execute(
+            sa.select(aggregate_states.c.path).where(aggregate_states.c.path.in_(set(superseded)))
+        ).scalars()
+    )
+    return sorted(set(superseded) - still)
 
 
 def publish(

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import socket
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -33,7 +34,7 @@ from pydantic import BaseModel
 
 from visitshare.db import engine_for
 from visitshare.db.locks import named_lock
-from visitshare.db.tables import releases
+from visitshare.db.tables import aggregate_states, record_batches, releases
 from visitshare.landing import zones
 from visitshare.release import disclosure, shared
 from visitshare.release.notices import send_pending_notices
@@ -52,6 +53,7 @@ class RecoveryReport(BaseModel):
     completed_releases: list[int] = []
     staging_removed: list[str] = []
     orphan_files_removed: int = 0
+    state_files_removed: int = 0
     notices_sent: list[int] = []
 
     def lines(self) -> list[str]:
@@ -62,6 +64,8 @@ class RecoveryReport(BaseModel):
             out.append(f"removed {len(self.staging_removed)} abandoned staging folder(s)")
         if self.orphan_files_removed:
             out.append(f"removed {self.orphan_files_removed} unreferenced Iceberg file(s)")
+        if self.state_files_removed:
+            out.append(f"removed {self.state_files_removed} unreferenced state file(s)")
         if self.notices_sent:
             out.append(f"sent pending notices of releases {self.notices_sent}")
         return out
@@ -100,7 +104,9 @@ def _abandoned(settings: Settings, folder: Path, released_tokens: set[str]) -> b
         owner = json.loads((folder / OWNER_FILE).read_text())
     except (OSError, ValueError):
         owner = None
-    age = settings.clock.now().timestamp() - folder.stat().st_mtime
+    # A file's mtime is the machine's clock: compare it with that, not `settings.clock`
+    # (which a replay or a test may set to another day).
+    age = time.time() - folder.stat().st_mtime
     if owner is None or owner.get("kind") != "process":
         return age > AIRFLOW_STAGING_TTL.total_seconds()
     if owner.get("host") != socket.gethostname():
@@ -162,6 +168,28 @@ def orphan_files(settings: Settings) -> list[Path]:
     return out
 
 
+# -- police-zone state of releases that never committed ----------------------------------------
+def orphan_state_files(settings: Settings) -> list[Path]:
+    """Record ledgers and aggregate values that no committed release references and that no
+    staging folder (a publish under way) owns: what a publish that died left behind.
+    Call only while holding the publish lock, after removing abandoned staging."""
+    root = settings.lake / zones.Zone.STATE
+    if not root.is_dir():
+        return []
+    with engine_for(settings).connect() as conn:
+        refs = set(conn.execute(sa.select(record_batches.c.path)).scalars())
+        refs |= set(conn.execute(sa.select(aggregate_states.c.path)).scalars())
+    staging = settings.lake / zones.Zone.STAGING
+    live = {p.name for p in staging.iterdir()} if staging.is_dir() else set()
+    out = []
+    for kind in ("records", "aggregates"):
+        for path in (root / kind).rglob("*.parquet"):
+            owned = any(path.stem == t or path.stem.startswith(f"{t}-") for t in live)
+            if path.relative_to(settings.lake).as_posix() not in refs and not owned:
+                out.append(path)
+    return out
+
+
 # -- releases whose steps after the commit did not run -----------------------------------------
 def complete_release(settings: Settings, row: sa.Row) -> None:
     """Tag the release's snapshots and write its report (idempotent), then mark it complete."""
@@ -200,6 +228,9 @@ def recover(settings: Settings, say: Callable[[str], None] = log.info) -> Recove
         for path in orphan_files(settings):
             path.unlink(missing_ok=True)
             report.orphan_files_removed += 1
+        for path in orphan_state_files(settings):
+            path.unlink(missing_ok=True)
+            report.state_files_removed += 1
     report.notices_sent = send_pending_notices(settings)
     for line in report.lines():
         say(f"recovery: {line}")

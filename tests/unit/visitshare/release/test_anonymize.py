@@ -1,9 +1,8 @@
-"""Disclosure control: pseudonyms, the shareable form of rows, k-anonymity, cell suppression."""
+"""Disclosure control: pseudonyms, the shareable form of rows, contract rules, cell suppression."""
 
 import hashlib
 import hmac
 import re
-from collections import Counter
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -12,17 +11,17 @@ import pyarrow as pa
 import pytest
 import yaml
 
-from visitshare.contracts import ContractError, load_contract
+from visitshare.contracts import ContractError, geography, load_contract
 from visitshare.quality.validate import validated_schema
 from visitshare.release.anonymize import (
     PRIMARY,
     SECONDARY,
+    TOWN_GROUP,
     anonymize,
     generalizable,
-    k_anonymize,
+    pseudonym_columns,
     pseudonymize,
     shared_name,
-    shared_quasi_identifiers,
     suppress_cells,
 )
 from visitshare.release.errors import DisclosureError
@@ -139,8 +138,31 @@ def test_nulls_stay_null():
     assert pseudonymize(pa.array([None], pa.string()), KEY, "household").to_pylist() == [None]
 
 
-# -- shared names ----------------------------------------------------------------------------------
-def test_shared_names_and_quasi_identifiers(contracts):
+def test_pseudonym_columns_join_visits_and_incidents_in_the_police_zone(contracts):
+    vc, ic = contracts.get("visit_outcome"), contracts.get("incident_report")
+    visits = table(vc, [visit_row(), visit_row(household_id="HH-13104-0001-00002")])
+    incidents = table(
+        ic,
+        [
+            incident_row(victim_household_id="HH-13104-0001-00002"),
+            incident_row(victim_household_id=None),
+        ],
+    )
+    v = pseudonym_columns(visits, vc, KEY)
+    i = pseudonym_columns(incidents, ic, KEY)
+    assert list(v) == ["household_pseudonym"]
+    assert list(i) == ["victim_household_pseudonym"]
+    by_hand = [
+        hmac.new(KEY, f"household:{h}".encode(), hashlib.sha256).hexdigest()[:32]
+        for h in ("HH-13104-0001-00001", "HH-13104-0001-00002")
+    ]
+    assert v["household_pseudonym"].to_pylist() == by_hand
+    # the victim household is visited household 2: one pseudonym joins them; no victim: null
+    assert i["victim_household_pseudonym"].to_pylist() == [by_hand[1], None]
+
+
+# -- shared names and the contracts' disclosure sections -------------------------------------------
+def test_shared_names(contracts):
     visits, incidents = contracts.get("visit_outcome"), contracts.get("incident_report")
     assert shared_name(visits.field("household_id")) == "household_pseudonym"
     assert shared_name(visits.field("visited_at")) == "visited_date"
@@ -148,21 +170,43 @@ def test_shared_names_and_quasi_identifiers(contracts):
     assert shared_name(incidents.field("victim_household_id")) == "victim_household_pseudonym"
     assert shared_name(visits.field("town")) == "town"
     assert generalizable(visits) == generalizable(incidents) == "town"
-    assert shared_quasi_identifiers(visits) == [
+
+
+def test_contract_quasi_identifiers_and_sensitive_attributes(contracts):
+    visits, incidents = contracts.get("visit_outcome"), contracts.get("incident_report")
+    vq = visits.disclosure.quasi_identifiers
+    assert list(vq) == [
         "municipality_code",
         "town",
-        "visited_date",
+        "koban_id",
+        "visited_at",
         "residents_count",
         "elderly_only",
     ]
-    assert shared_quasi_identifiers(incidents) == [
+    assert vq["town"].levels == ["town", "town_group", "municipality"]
+    assert vq["koban_id"].follows == "town"  # a koban narrows place as much as its town
+    assert visits.field("koban_id").carries == ["place"]  # inferred from its 13xxx- pattern
+    assert visits.field("visited_at").carries == ["time"]
+    assert visits.field("vulnerabilities").pii.value == "sensitive"
+    assert visits.disclosure.sensitive == ["vulnerabilities", "concerns"]
+    assert list(incidents.disclosure.quasi_identifiers) == [
         "municipality_code",
         "town",
-        "occurred_month",
-        "reported_month",
+        "occurred_at",
+        "reported_at",
         "crime_type",
         "victim_age_band",
     ]
+
+
+def test_every_victim_age_band_has_a_coarser_band(contracts):
+    """The published bands (the field's `band` rule) are the finest level of the
+    quasi-identifier's hierarchy: each must have its coarser band."""
+    incidents = contracts.get("incident_report")
+    published = set(incidents.field("victim_age_band").disclosure.band.values())
+    assert published == {"under_20", "20-39", "40-59", "60+", "unknown"}
+    bands = incidents.disclosure.quasi_identifiers["victim_age_band"].bands
+    assert set(bands) == published
 
 
 # -- anonymize: visits -----------------------------------------------------------------------------
@@ -178,10 +222,8 @@ VISIT_PII = [
 ]
 
 
-@pytest.fixture
-def anonymized_visits(contracts):
-    contract = contracts.get("visit_outcome")
-    rows = [
+def _visit_rows() -> list[dict]:
+    return [
         visit_row(concerns=["burglary", "stalking", "domestic_violence"], residents_count=9),
         visit_row(
             household_id="HH-13104-0001-00002",
@@ -191,16 +233,21 @@ def anonymized_visits(contracts):
             visited_at=datetime(2026, 11, 2, 0, 30, tzinfo=JST),
             residents_count=5,
             concerns=["stalking", "elderly_isolation"],
+            town="歌舞伎町",
         ),
         visit_row(residents_count=3, concerns=None, outcome="not_home", satisfaction=None),
     ]
-    return anonymize(table(contract, rows), contract, KEY)
+
+
+@pytest.fixture
+def anonymized_visits(contracts):
+    contract = contracts.get("visit_outcome")
+    return anonymize(table(contract, _visit_rows()), contract)
 
 
 def test_anonymized_visits_have_exactly_the_shared_columns(anonymized_visits):
-    out, _ = anonymized_visits
+    out, _, _ = anonymized_visits
     assert out.column_names == [
-        "household_pseudonym",
         "municipality_code",
         "town",
         "visited_date",
@@ -215,13 +262,24 @@ def test_anonymized_visits_have_exactly_the_shared_columns(anonymized_visits):
         "concerns",
         "follow_up_requested",
         "satisfaction",
+        "town_group",
     ]
     text = str(out.to_pylist())
     assert [s for s in VISIT_PII if s in text] == []
 
 
+def test_pseudonyms_are_not_shared(contracts, anonymized_visits):
+    out, report, _ = anonymized_visits
+    assert report.pseudonymized == ["household_id"]
+    assert not [c for c in out.column_names if "household" in c or "pseudonym" in c]
+    contract = contracts.get("visit_outcome")
+    pseudonyms = pseudonym_columns(table(contract, _visit_rows()), contract, KEY)
+    text = str(out.to_pylist())
+    assert [p for p in pseudonyms["household_pseudonym"].to_pylist() if p in text] == []
+
+
 def test_visited_date_is_the_tokyo_day(anonymized_visits):
-    out, _ = anonymized_visits
+    out, _, _ = anonymized_visits
     assert out.schema.field("visited_date").type == pa.date32()
     # 2026-11-01 23:30+09:00 is 14:30Z on the 1st; 2026-11-02 00:30+09:00 is 15:30Z on the 1st
     assert out.column("visited_date").to_pylist() == [
@@ -231,15 +289,8 @@ def test_visited_date_is_the_tokyo_day(anonymized_visits):
     ]
 
 
-def test_pseudonyms_replace_household_ids(anonymized_visits):
-    out, _ = anonymized_visits
-    hh = out.column("household_pseudonym").to_pylist()
-    assert hh[0] == hh[2] != hh[1]  # rows 0 and 2 are household ...00001
-    assert hh[0] == pseudonymize(pa.array(["HH-13104-0001-00001"]), KEY, "household")[0].as_py()
-
-
 def test_residents_count_capped(anonymized_visits, contracts):
-    out, report = anonymized_visits
+    out, report, _ = anonymized_visits
     cap = contracts.get("visit_outcome").field("residents_count").disclosure.cap
     assert cap == 5
     # 9 → 5, 5 stays 5, 3 stays 3
@@ -249,23 +300,31 @@ def test_residents_count_capped(anonymized_visits, contracts):
 
 def test_unknown_residents_count_stays_unknown(contracts):
     contract = contracts.get("visit_outcome")
-    out, _ = anonymize(table(contract, [visit_row(residents_count=None)]), contract, KEY)
+    out, _, _ = anonymize(table(contract, [visit_row(residents_count=None)]), contract)
     assert out.column("residents_count").to_pylist() == [None]
 
 
 def test_sensitive_concerns_removed_from_lists(anonymized_visits, contracts):
-    out, report = anonymized_visits
+    out, report, municipality_only = anonymized_visits
     sensitive = contracts.get("visit_outcome").field("concerns").sensitive_values
     assert set(sensitive) == {"stalking", "domestic_violence"}
     assert out.column("concerns").to_pylist() == [["burglary"], ["elderly_isolation"], None]
     # row 0 loses stalking and domestic_violence, row 1 loses stalking: 3 values
     assert report.sensitive_values_removed == 3
-    assert report.municipality_level_rows == 0  # a list value goes; the row keeps its town
-    assert out.column("town").to_pylist() == ["西新宿"] * 3
+    # a list value goes; the row keeps its town and is not sent to municipality level
+    assert report.municipality_level_rows == 0
+    assert municipality_only.tolist() == [False, False, False]
+    assert out.column("town").to_pylist() == ["西新宿", "歌舞伎町", "西新宿"]
+
+
+def test_other_lists_are_untouched(anonymized_visits):
+    out, _, _ = anonymized_visits
+    assert out.column("vulnerabilities").to_pylist() == [["weak_door_lock"]] * 3
+    assert out.column("recommendations").to_pylist() == [["install_secondary_lock"]] * 3
 
 
 def test_visit_field_report(anonymized_visits):
-    _, report = anonymized_visits
+    _, report, _ = anonymized_visits
     assert sorted(report.dropped) == sorted(
         [
             "event_id",
@@ -281,7 +340,62 @@ def test_visit_field_report(anonymized_visits):
     )
     assert report.pseudonymized == ["household_id"]
     assert report.coarsened == ["visited_at → day"]
-    assert "concerns" in report.kept and "notes" not in report.kept
+    assert report.banded == []
+    assert report.kept == [
+        "municipality_code",
+        "town",
+        "koban_id",
+        "outcome",
+        "elderly_only",
+        "vulnerabilities",
+        "recommendations",
+        "materials",
+        "workshop_invited",
+        "concerns",
+        "follow_up_requested",
+        "satisfaction",
+    ]
+
+
+# -- town groups -----------------------------------------------------------------------------------
+SHINJUKU = geography.municipalities()["13104"].towns  # Japan Post's order
+CHIYODA = geography.municipalities()["13101"].towns
+
+
+def test_town_group_is_the_public_group_of_eight_neighbouring_towns(contracts):
+    contract = contracts.get("visit_outcome")
+    rows = [
+        visit_row(town=SHINJUKU[0]),
+        visit_row(town=SHINJUKU[7]),  # the 8th town: still the first group
+        visit_row(town=SHINJUKU[8]),  # the 9th: the second
+        visit_row(town=SHINJUKU[17]),  # the 18th: the third
+        visit_row(municipality_code="13101", koban_id="13101-K01", town=CHIYODA[8]),
+    ]
+    out, _, _ = anonymize(table(contract, rows), contract)
+    assert out.column(TOWN_GROUP).to_pylist() == [
+        "13104-G01",
+        "13104-G01",
+        "13104-G02",
+        "13104-G03",
+        "13101-G02",
+    ]
+    assert [geography.town_group(r["municipality_code"], r["town"]) for r in rows] == (
+        out.column(TOWN_GROUP).to_pylist()
+    )
+
+
+def test_town_group_of_a_town_not_in_the_municipality_is_null():
+    assert geography.town_group("13104", CHIYODA[0]) is None  # 飯田橋 is in Chiyoda
+    assert geography.town_group("13104", None) is None
+
+
+def test_anonymize_an_empty_table(contracts):
+    """The release derives its shared schema from an empty table."""
+    contract = contracts.get("incident_report")
+    out, report, municipality_only = anonymize(validated_schema(contract).empty_table(), contract)
+    assert out.num_rows == 0 and municipality_only.shape == (0,)
+    assert "town_group" in out.column_names and out.schema.field("town_group").type == pa.string()
+    assert report.municipality_level_rows == 0 and report.pseudonymized == ["victim_household_id"]
 
 
 # -- anonymize: incidents --------------------------------------------------------------------------
@@ -291,73 +405,86 @@ def anonymized_incidents(contracts):
     rows = [
         incident_row(),
         incident_row(crime_type="sexual_offence", victim_age_band="80+"),
-        incident_row(crime_type="domestic_violence", victim_age_band="0-19"),
+        incident_row(crime_type="domestic_violence", victim_age_band="0-19", town="歌舞伎町"),
         incident_row(victim_household_id=None, victim_age_band=None, latitude=None),
         incident_row(victim_age_band="unknown", town="歌舞伎町"),
+        incident_row(victim_age_band="50-59"),
     ]
-    return anonymize(table(contract, rows), contract, KEY)
+    return anonymize(table(contract, rows), contract)
 
 
 def test_anonymized_incidents_columns(anonymized_incidents):
-    out, report = anonymized_incidents
+    out, report, _ = anonymized_incidents
     assert out.column_names == [
         "reported_month",
         "occurred_month",
         "crime_type",
         "municipality_code",
         "town",
-        "victim_household_pseudonym",
         "victim_age_band",
         "status",
+        "town_group",
     ]
     for gone in ("latitude", "longitude", "address_line", "narrative", "incident_id"):
         assert gone in report.dropped and gone not in out.column_names
+    assert report.pseudonymized == ["victim_household_id"]
     text = str(out.to_pylist())
     assert "山田" not in text and "35.6896" not in text and "I-13104" not in text
+    assert "HH-13104" not in text
 
 
 def test_incident_age_banded_and_months_in_tokyo_time(anonymized_incidents):
-    out, report = anonymized_incidents
-    # 30-39 → 20-39, 80+ → 65+, 0-19 → under_20, null stays null, unknown → unknown
+    out, report, _ = anonymized_incidents
+    # 30-39 → 20-39, 80+ → 60+, 0-19 → under_20, null stays null, unknown → unknown,
+    # 50-59 → 40-59
     assert out.column("victim_age_band").to_pylist() == [
         "20-39",
-        "65+",
+        "60+",
         "under_20",
         None,
         "unknown",
+        "40-59",
     ]
     assert report.banded == ["victim_age_band"]
     # reported 2026-12-01 00:30+09:00 (UTC: Nov 30), occurred 2026-11-01 08:00+09:00 (UTC: Oct 31)
-    assert out.column("reported_month").to_pylist() == ["2026-12"] * 5
-    assert out.column("occurred_month").to_pylist() == ["2026-11"] * 5
+    assert out.column("reported_month").to_pylist() == ["2026-12"] * 6
+    assert out.column("occurred_month").to_pylist() == ["2026-11"] * 6
     assert out.schema.field("occurred_month").type == pa.string()
 
 
-def test_sensitive_crimes_lose_their_town(anonymized_incidents):
-    out, report = anonymized_incidents
+def test_sensitive_crimes_keep_their_town_and_are_flagged_municipality_only(anonymized_incidents):
+    out, report, municipality_only = anonymized_incidents
     assert out.column("crime_type").to_pylist()[1:3] == ["sexual_offence", "domestic_violence"]
-    assert out.column("town").to_pylist() == ["西新宿", None, None, "西新宿", "歌舞伎町"]
-    assert out.column("municipality_code").to_pylist() == ["13104"] * 5
+    assert municipality_only.dtype == np.bool_
+    assert municipality_only.tolist() == [False, True, True, False, False, False]
     assert report.municipality_level_rows == 2
+    # the town stays until generalization puts the flagged rows at municipality level
+    towns = ["西新宿", "西新宿", "歌舞伎町", "西新宿", "歌舞伎町", "西新宿"]
+    assert out.column("town").to_pylist() == towns
+    assert out.column("municipality_code").to_pylist() == ["13104"] * 6
+    assert out.column(TOWN_GROUP).to_pylist() == [geography.town_group("13104", t) for t in towns]
+    assert report.sensitive_values_removed == 0
 
 
-def test_sensitive_incident_town_cannot_be_recovered_through_the_household(contracts):
-    vc, ic = contracts.get("visit_outcome"), contracts.get("incident_report")
-    visits, _ = anonymize(table(vc, [visit_row()]), vc, KEY)
-    incidents, _ = anonymize(table(ic, [incident_row(crime_type="sexual_offence")]), ic, KEY)
-    assert incidents.column("town").to_pylist() == [None]
-    town_of = dict(
-        zip(
-            visits.column("household_pseudonym").to_pylist(),
-            visits.column("town").to_pylist(),
-            strict=True,
-        )
+def test_municipality_only_follows_the_rows_across_chunks(contracts):
+    contract = contracts.get("incident_report")
+    chunked = pa.concat_tables(
+        [
+            table(contract, [incident_row(), incident_row(crime_type="domestic_violence")]),
+            table(contract, [incident_row(crime_type="sexual_offence", town="歌舞伎町")]),
+        ]
     )
-    recovered = [town_of.get(p) for p in incidents.column("victim_household_pseudonym").to_pylist()]
-    assert recovered == [None]
+    assert chunked.column("crime_type").num_chunks == 2
+    out, report, municipality_only = anonymize(chunked, contract)
+    assert municipality_only.tolist() == [False, True, True]
+    assert report.municipality_level_rows == 2
+    assert out.column("town").to_pylist() == ["西新宿", "西新宿", "歌舞伎町"]
+    assert out.column(TOWN_GROUP).to_pylist() == [
+        geography.town_group("13104", t) for t in ("西新宿", "西新宿", "歌舞伎町")
+    ]
 
 
-# -- fields without a disclosure rule --------------------------------------------------------------
+# -- contracts: fields without a disclosure rule, quasi-identifiers --------------------------------
 def _write_contract(tmp_path: Path, mutate) -> Path:
     raw = yaml.safe_load((SCHEMAS / "visit_outcome.v1.yaml").read_text(encoding="utf-8"))
     mutate(raw)
@@ -378,17 +505,56 @@ def test_quasi_identifier_without_disclosure_rule_is_refused_at_load(tmp_path):
 
 def test_published_quasi_identifier_must_be_listed(tmp_path):
     def unlist(raw):
-        raw["disclosure"]["quasi_identifiers"].remove("elderly_only")
+        del raw["disclosure"]["quasi_identifiers"]["elderly_only"]
 
     path = _write_contract(tmp_path, unlist)
     with pytest.raises(ContractError, match=r"'elderly_only' is published but not listed"):
         load_contract(path)
 
 
+@pytest.mark.parametrize("pii", ["quasi_identifier", "public"])
+def test_published_koban_must_be_a_quasi_identifier_because_it_narrows_place(tmp_path, pii):
+    """The koban's code starts with the municipality code: it narrows place whatever its PII
+    class says (it was `public` before), so it cannot be published outside the hierarchy."""
+
+    def unlist(raw):
+        del raw["disclosure"]["quasi_identifiers"]["koban_id"]
+        _field(raw, "koban_id")["pii"] = pii
+        assert _field(raw, "koban_id")["disclosure"] == "keep"
+
+    path = _write_contract(tmp_path, unlist)
+    with pytest.raises(ContractError, match=r"'koban_id' is published and narrows place"):
+        load_contract(path)
+
+
+def test_published_timestamp_must_be_a_quasi_identifier(tmp_path):
+    def unlist(raw):
+        del raw["disclosure"]["quasi_identifiers"]["visited_at"]
+
+    path = _write_contract(tmp_path, unlist)
+    with pytest.raises(ContractError, match=r"'visited_at' is published and narrows time"):
+        load_contract(path)
+
+
+def test_dropped_koban_needs_no_hierarchy(tmp_path):
+    """What is not published narrows nothing: dropping the koban is the other way out."""
+
+    def drop(raw):
+        del raw["disclosure"]["quasi_identifiers"]["koban_id"]
+        _field(raw, "koban_id")["disclosure"] = "drop"
+
+    contract = load_contract(_write_contract(tmp_path, drop))
+    assert "koban_id" not in contract.disclosure.quasi_identifiers
+    out, report, _ = anonymize(table(contract, [visit_row()]), contract)
+    assert "koban_id" not in out.column_names and "koban_id" in report.dropped
+
+
 def test_unchanged_copy_loads(tmp_path):
-    """The two refusals above come from the edit, not from the round trip through YAML."""
+    """The refusals above come from the edit, not from the round trip through YAML."""
     contract = load_contract(_write_contract(tmp_path, lambda raw: None))
     assert contract.field("elderly_only").disclosure.action == "keep"
+    assert contract.field("koban_id").disclosure.action == "keep"
+    assert contract.disclosure.quasi_identifiers["koban_id"].follows == "town"
 
 
 def test_anonymize_refuses_a_field_without_rule_even_if_the_loader_was_bypassed(contracts):
@@ -400,85 +566,7 @@ def test_anonymize_refuses_a_field_without_rule_even_if_the_loader_was_bypassed(
     ]
     broken = contract.model_copy(update={"fields": fields})
     with pytest.raises(DisclosureError, match="'elderly_only'"):
-        anonymize(table(contract, [visit_row()]), broken, KEY)
-
-
-# -- k-anonymity -----------------------------------------------------------------------------------
-QI = ["municipality_code", "town", "visited_date"]
-
-
-def _k_rows():
-    day = date(2026, 11, 1)
-    rows = []
-    for town, muni, n in (
-        ("西新宿", "13104", 6),  # A: 6 ≥ 5, stays at town level
-        ("歌舞伎町", "13104", 3),  # B: 3 < 5, generalized
-        ("新宿", "13104", 2),  # C: 2 < 5, generalized; B + C = 5 ≥ 5, kept
-        ("丸の内", "13101", 2),  # D: 2 < 5, generalized, still 2 < 5: suppressed
-    ):
-        rows += [
-            {"row": f"{town}{i}", "municipality_code": muni, "town": town, "visited_date": day}
-            for i in range(n)
-        ]
-    return rows
-
-
-def test_k_anonymize_generalizes_then_suppresses():
-    schema = pa.schema(
-        [
-            ("row", pa.string()),
-            ("municipality_code", pa.string()),
-            ("town", pa.string()),
-            ("visited_date", pa.date32()),
-        ]
-    )
-    t = pa.Table.from_pylist(_k_rows(), schema=schema)
-    out, report = k_anonymize(t, QI, 5, "town")
-
-    assert out.schema == t.schema
-    got = sorted((r["row"], r["municipality_code"], r["town"]) for r in out.to_pylist())
-    expected = sorted(
-        [(f"西新宿{i}", "13104", "西新宿") for i in range(6)]
-        + [(f"歌舞伎町{i}", "13104", None) for i in range(3)]
-        + [(f"新宿{i}", "13104", None) for i in range(2)]
-    )
-    assert got == expected
-    assert set(out.column("visited_date").to_pylist()) == {date(2026, 11, 1)}
-    assert report.rows_in == 13
-    assert report.generalized == 7  # 3 + 2 + 2
-    assert report.suppressed == 2  # the two of 丸の内
-    assert report.k_achieved == 5  # the merged 13104 group; 西新宿 has 6
-    groups = Counter(tuple(r[c] for c in QI) for r in out.to_pylist())
-    assert min(groups.values()) >= 5
-    assert sorted(groups.values()) == [5, 6]
-
-
-def test_k_anonymize_generalized_rows_lose_their_pseudonyms():
-    # A pseudonym on a row moved to municipality level would tie it back to the same
-    # household's rows that keep a town: generalized rows lose it, others keep it.
-    rows = [{**r, "household_pseudonym": f"p-{r['row']}"} for r in _k_rows()]
-    t = pa.Table.from_pylist(rows)
-    out, _ = k_anonymize(t, QI, 5, "town", ["household_pseudonym"])
-    by_row = {r["row"]: r for r in out.to_pylist()}
-    assert all(by_row[f"西新宿{i}"]["household_pseudonym"] == f"p-西新宿{i}" for i in range(6))
-    generalized = [r for r in by_row.values() if r["town"] is None]
-    assert len(generalized) == 5 and all(r["household_pseudonym"] is None for r in generalized)
-
-
-def test_k_anonymize_without_generalization_and_with_nothing_left():
-    t = pa.Table.from_pylist(_k_rows())
-    out, report = k_anonymize(t, QI, 5, None)
-    assert sorted(out.column("town").to_pylist()) == ["西新宿"] * 6  # only A is ≥ 5
-    assert report.generalized == 0 and report.suppressed == 7 and report.k_achieved == 6
-
-    out, report = k_anonymize(t, QI, 20, "town")
-    assert out.num_rows == 0 and report.suppressed == 13 and report.k_achieved is None
-
-
-def test_k_anonymize_empty_table():
-    t = pa.table({c: pa.array([], pa.string()) for c in QI})
-    out, report = k_anonymize(t, QI, 5, "town")
-    assert out.num_rows == 0 and report.rows_in == 0 and report.suppressed == 0
+        anonymize(table(contract, [visit_row()]), broken)
 
 
 # -- cell suppression ------------------------------------------------------------------------------
@@ -536,3 +624,16 @@ def test_suppress_cells_leaves_no_line_with_a_single_suppressed_cell(seed):
     assert _lines_with_one_suppressed(status) == []
     rows_only = suppress_cells(cells, 10, row_totals=True, column_totals=False)
     assert _lines_with_one_suppressed(rows_only, column_totals=False) == []
+
+
+def test_loader_refuses_a_town_without_a_published_municipality(tmp_path):
+    """The recoding moves a town up to its municipality: a contract that does not publish the
+    municipality cannot say where such a row stands, and is refused when loaded."""
+
+    def drop_municipality(raw):
+        _field(raw, "municipality_code")["disclosure"] = "drop"
+        del raw["disclosure"]["quasi_identifiers"]["municipality_code"]
+
+    path = _write_contract(tmp_path, drop_municipality)
+    with pytest.raises(ContractError, match="must publish municipality_code"):
+        load_contract(path)

@@ -1,16 +1,18 @@
-"""Programme outcomes from police-zone visits and incidents, and their suppression for sharing."""
+"""Programme outcomes from police-zone visits and incidents: counts, rates, suppression."""
 
 from datetime import date, datetime, timedelta, timezone
 
 import pyarrow as pa
 import pytest
 
+from visitshare.contracts import geography
 from visitshare.quality.validate import validated_schema
 from visitshare.release.anonymize import pseudonymize
 from visitshare.release.outcomes import (
     Categories,
     before_after,
-    outcome_tables,
+    count_tables,
+    derive_rates,
     repeat_victimization,
     suppress,
 )
@@ -106,9 +108,14 @@ def test_categories_come_from_the_contracts(categories):
     assert "weak_door_lock" in categories.vulnerabilities
 
 
-# -- town × month and municipality × month ---------------------------------------------------------
+# -- town × month and municipality × month counts --------------------------------------------------
+SHINJUKU = geography.municipalities()[MUNI].towns  # Japan Post's towns: the public domain
+CHIYODA = geography.municipalities()["13101"].towns
+QUIET = next(t for t in SHINJUKU if t not in (W, K))  # a town without any event
+
+
 @pytest.fixture
-def tables(contracts, categories):
+def counts(contracts, categories):
     visits = visits_table(
         contracts,
         [
@@ -117,14 +124,19 @@ def tables(contracts, categories):
                  vulnerabilities=["weak_door_lock", "poor_lighting"], concerns=["burglary", "stalking"]),
             dict(household_id=hh(1), town=W, visited_at=at(2026, 10, 20), satisfaction=2,
                  vulnerabilities=["weak_door_lock"]),
+            # not completed: its (invalid) satisfaction is not counted
             dict(household_id=hh(2), town=W, visited_at=at(2026, 10, 21), outcome="not_home",
-                 vulnerabilities=None, concerns=None),
+                 vulnerabilities=None, concerns=None, satisfaction=5),
             # 西新宿, November in Tokyo (00:30 on 1 Nov +09:00 is 31 Oct in UTC)
             dict(household_id=hh(3), town=W, visited_at=at(2026, 11, 1, 0, 30), satisfaction=4,
                  concerns=["domestic_violence"]),
-            # 歌舞伎町, October
+            # 歌舞伎町, October: two completed visits, one satisfaction answer
             dict(household_id=hh(4), town=K, visited_at=at(2026, 10, 10), satisfaction=3,
-                 vulnerabilities=["no_intercom"]),
+                 vulnerabilities=["no_intercom"], materials=["leaflet_burglary"]),
+            dict(household_id=hh(5), town=K, visited_at=at(2026, 10, 11), satisfaction=None),
+            # Chiyoda, November: a second municipality, one month only
+            dict(household_id="HH-13101-0001-00001", municipality_code="13101", town="丸の内",
+                 koban_id="13101-K01", visited_at=at(2026, 11, 3), satisfaction=5),
         ],
     )  # fmt: skip
     incidents = incidents_table(
@@ -136,78 +148,148 @@ def tables(contracts, categories):
             dict(town=W, occurred_at=at(2026, 10, 26), crime_type="sexual_offence"),
             # 歌舞伎町 in November: incidents, no visits
             dict(town=K, occurred_at=at(2026, 11, 15), crime_type="bicycle_theft"),
+            # 00:30 on 1 December in Tokyo (30 November in UTC): December, a month without visits
+            dict(town=W, occurred_at=at(2026, 12, 1, 0, 30), crime_type="vandalism"),
         ],
     )  # fmt: skip
-    return outcome_tables(visits, incidents, categories)
+    return count_tables(visits, incidents, categories)
 
 
 def by_key(t: pa.Table) -> dict[tuple, dict]:
-    """Rows by (town, month), or (month,) for the municipality table."""
-    return {tuple(r[k] for k in ("town", "month") if k in r): r for r in t.to_pylist()}
+    """Rows by (municipality, town, month), or (municipality, month) for the municipality table."""
+    return {
+        tuple(r[k] for k in ("municipality_code", "town", "month") if k in r): r
+        for r in t.to_pylist()
+    }
 
 
-def test_town_month_rows(tables):
-    town = by_key(tables["town_month"])
-    assert sorted(town) == sorted([(W, "2026-10"), (W, "2026-11"), (K, "2026-10"), (K, "2026-11")])
-    w10 = town[(W, "2026-10")]
-    assert w10["municipality_code"] == MUNI
+def expected_columns(c: Categories, town_level: bool) -> list[str]:
+    concerns = [x for x in c.concerns if not (town_level and x in c.concerns_sensitive)]
+    crimes = [x for x in c.crimes if not (town_level and x in c.crimes_sensitive)]
+    keys = ["municipality_code", "town", "month"] if town_level else ["municipality_code", "month"]
+    return [
+        *keys,
+        "households_visited",
+        "visits",
+        "visits_completed",
+        "satisfaction_points",
+        "satisfaction_answers",
+        *[f"vulnerabilities_{x}" for x in c.vulnerabilities],
+        *[f"recommendations_{x}" for x in c.recommendations],
+        *[f"materials_{x}" for x in c.materials],
+        *[f"concerns_{x}" for x in concerns],
+        *[f"incidents_{x}" for x in crimes],
+        "incidents_total",
+    ]
+
+
+def count_columns(t: pa.Table) -> list[str]:
+    return [c for c in t.column_names if c not in ("municipality_code", "town", "month")]
+
+
+def test_count_tables_hold_counts_only(counts, categories):
+    assert sorted(counts) == ["municipality_month", "town_month"]
+    assert counts["town_month"].column_names == expected_columns(categories, town_level=True)
+    assert counts["municipality_month"].column_names == expected_columns(categories, False)
+    for t in counts.values():
+        for c in count_columns(t):
+            assert t.schema.field(c).type == pa.int64(), c
+            assert t.column(c).null_count == 0, c
+
+
+def test_town_month_covers_every_town_of_each_municipality_month_with_data(counts):
+    keys = set(by_key(counts["town_month"]))
+    expected = {(MUNI, t, m) for t in SHINJUKU for m in ("2026-10", "2026-11", "2026-12")}
+    expected |= {("13101", t, "2026-11") for t in CHIYODA}  # Chiyoda has data in November only
+    assert keys == expected
+    assert counts["town_month"].num_rows == 3 * len(SHINJUKU) + len(CHIYODA)
+
+
+def test_a_town_without_events_is_a_row_of_zeros(counts):
+    quiet = by_key(counts["town_month"])[(MUNI, QUIET, "2026-10")]
+    assert [quiet[c] for c in count_columns(counts["town_month"])] == [0] * (len(quiet) - 3)
+
+
+def test_town_month_visits(counts):
+    town = by_key(counts["town_month"])
+    w10 = town[(MUNI, W, "2026-10")]
     assert w10["households_visited"] == 2  # hh1 (twice), hh2
-    assert w10["visits"] == 3 and w10["visits_completed"] == 2
-    assert w10["completion_rate"] == pytest.approx(2 / 3)
-    assert w10["satisfaction_mean"] == pytest.approx(3.5)  # (5 + 2) / 2, the not_home one has none
+    assert (w10["visits"], w10["visits_completed"]) == (3, 2)
+    # Σ (satisfaction − 1) of the completed visits: (5 − 1) + (2 − 1); not the not_home one
+    assert (w10["satisfaction_points"], w10["satisfaction_answers"]) == (5, 2)
     assert w10["vulnerabilities_weak_door_lock"] == 2 and w10["vulnerabilities_poor_lighting"] == 1
     assert w10["vulnerabilities_no_intercom"] == 0
     assert w10["concerns_burglary"] == 1
+
+    w11 = town[(MUNI, W, "2026-11")]  # the 00:30 visit counts in November (Tokyo time)
+    assert (w11["households_visited"], w11["visits"], w11["visits_completed"]) == (1, 1, 1)
+    assert (w11["satisfaction_points"], w11["satisfaction_answers"]) == (3, 1)
+
+    k10 = town[(MUNI, K, "2026-10")]
+    assert (k10["households_visited"], k10["visits"], k10["visits_completed"]) == (2, 2, 2)
+    assert (k10["satisfaction_points"], k10["satisfaction_answers"]) == (2, 1)  # 3 − 1; hh5: none
+    assert (k10["vulnerabilities_no_intercom"], k10["materials_leaflet_burglary"]) == (1, 1)
+
+    c11 = town[("13101", "丸の内", "2026-11")]
+    assert (c11["visits"], c11["satisfaction_points"], c11["satisfaction_answers"]) == (1, 4, 1)
+
+
+def test_town_month_incidents(counts):
+    town = by_key(counts["town_month"])
+    w10 = town[(MUNI, W, "2026-10")]
     # burglary_vacant_home + bicycle_theft; the sexual offence is not at town level
     assert w10["incidents_burglary_vacant_home"] == 1 and w10["incidents_bicycle_theft"] == 1
     assert w10["incidents_total"] == 2
-    assert w10["incidents_per_1000_visited_households"] == pytest.approx(1000.0)  # 2 / 2 * 1000
-
-    w11 = town[(W, "2026-11")]  # the 00:30 visit counts in November (Tokyo time)
-    assert (w11["households_visited"], w11["visits"], w11["visits_completed"]) == (1, 1, 1)
-    assert w11["satisfaction_mean"] == pytest.approx(4.0) and w11["completion_rate"] == 1.0
-    assert w11["incidents_total"] == 0 and w11["incidents_per_1000_visited_households"] == 0.0
-
-    k10 = town[(K, "2026-10")]
-    assert (k10["households_visited"], k10["visits"], k10["vulnerabilities_no_intercom"]) == (
-        1,
-        1,
-        1,
-    )
-    assert k10["incidents_total"] == 0
-
-
-def test_town_month_with_incidents_and_no_visits(tables):
-    k11 = by_key(tables["town_month"])[(K, "2026-11")]
-    assert k11["municipality_code"] == MUNI
+    assert town[(MUNI, W, "2026-11")]["incidents_total"] == 0  # the 1 Dec 00:30 one is December
+    w12 = town[(MUNI, W, "2026-12")]
+    assert (w12["incidents_vandalism"], w12["incidents_total"], w12["visits"]) == (1, 1, 0)
+    k11 = town[(MUNI, K, "2026-11")]
     assert (k11["households_visited"], k11["visits"], k11["visits_completed"]) == (0, 0, 0)
-    assert k11["vulnerabilities_weak_door_lock"] == 0
     assert k11["incidents_bicycle_theft"] == 1 and k11["incidents_total"] == 1
-    # no visits: no rate, no mean, no rate per visited household
-    assert k11["completion_rate"] is None and k11["satisfaction_mean"] is None
-    assert k11["incidents_per_1000_visited_households"] is None
+    assert town[(MUNI, K, "2026-10")]["incidents_total"] == 0
 
 
-def test_municipality_month_rows(tables):
-    muni = by_key(tables["municipality_month"])
-    assert sorted(muni) == [("2026-10",), ("2026-11",)]
-    m10 = muni[("2026-10",)]
-    assert m10["households_visited"] == 3  # hh1, hh2, hh4
-    assert m10["visits"] == 4 and m10["visits_completed"] == 3
-    assert m10["satisfaction_mean"] == pytest.approx(10 / 3)  # (5 + 2 + 3) / 3
+def test_municipality_month_rows(counts):
+    muni = by_key(counts["municipality_month"])
+    assert sorted(muni) == [
+        ("13101", "2026-11"),
+        (MUNI, "2026-10"),
+        (MUNI, "2026-11"),
+        (MUNI, "2026-12"),
+    ]
+    m10 = muni[(MUNI, "2026-10")]
+    assert m10["households_visited"] == 4  # hh1, hh2, hh4, hh5
+    assert (m10["visits"], m10["visits_completed"]) == (5, 4)
+    assert (m10["satisfaction_points"], m10["satisfaction_answers"]) == (7, 3)  # 4 + 1 + 2
     assert m10["concerns_stalking"] == 1 and m10["concerns_domestic_violence"] == 0
+    assert m10["concerns_burglary"] == 1
     assert m10["incidents_sexual_offence"] == 1
     assert m10["incidents_total"] == 3  # burglary + bicycle theft + sexual offence
-    assert m10["incidents_per_1000_visited_households"] == pytest.approx(1000.0)  # 3 / 3 * 1000
-    m11 = muni[("2026-11",)]
+    m11 = muni[(MUNI, "2026-11")]
     assert m11["households_visited"] == 1 and m11["concerns_domestic_violence"] == 1
     assert m11["incidents_total"] == 1  # the 歌舞伎町 bicycle theft
-    assert m11["incidents_per_1000_visited_households"] == pytest.approx(1000.0)  # 1 / 1 * 1000
+    m12 = muni[(MUNI, "2026-12")]
+    assert (m12["visits"], m12["incidents_vandalism"], m12["incidents_total"]) == (0, 1, 1)
+    assert muni[("13101", "2026-11")]["visits"] == 1
+    assert muni[("13101", "2026-11")]["incidents_total"] == 0
 
 
-def test_sensitive_categories_are_municipality_columns_only(tables, categories):
-    town_cols = set(tables["town_month"].column_names)
-    muni_cols = set(tables["municipality_month"].column_names)
+def test_town_counts_add_up_to_the_municipality_counts_but_for_sensitive_ones(counts, categories):
+    """Every visit and every non-sensitive incident is in exactly one town row."""
+    town, muni = counts["town_month"], by_key(counts["municipality_month"])
+    for (code, month), m in muni.items():
+        rows = [
+            r for r in town.to_pylist() if (r["municipality_code"], r["month"]) == (code, month)
+        ]
+        for c in ("visits", "visits_completed", "satisfaction_points", "concerns_burglary"):
+            assert sum(r[c] for r in rows) == m[c], (code, month, c)
+        sensitive = sum(m[f"incidents_{x}"] for x in categories.crimes_sensitive)
+        assert sum(r["incidents_total"] for r in rows) == m["incidents_total"] - sensitive
+
+
+def test_sensitive_categories_are_municipality_columns_only(counts, categories):
+    town_cols = set(counts["town_month"].column_names)
+    muni_cols = set(counts["municipality_month"].column_names)
     sensitive = {f"incidents_{c}" for c in categories.crimes_sensitive} | {
         f"concerns_{c}" for c in categories.concerns_sensitive
     }
@@ -217,25 +299,147 @@ def test_sensitive_categories_are_municipality_columns_only(tables, categories):
     assert "incidents_bicycle_theft" in town_cols and "concerns_burglary" in town_cols
 
 
-def test_count_columns_have_no_nulls(tables):
-    t = tables["town_month"]
-    derived = {"satisfaction_mean", "completion_rate", "incidents_per_1000_visited_households"}
-    counts = [
-        c for c in t.column_names if c not in {"municipality_code", "town", "month", *derived}
-    ]
-    assert len(counts) > 40
-    assert all(t.column(c).null_count == 0 and t.schema.field(c).type == pa.int64() for c in counts)
-
-
-def test_town_month_does_not_reveal_a_sensitive_only_town_month(contracts, categories):
+def test_a_sensitive_only_town_month_shows_nothing_at_town_level(contracts, categories):
     visits = visits_table(contracts, [dict(household_id=hh(1), town=W, visited_at=at(2026, 12, 1))])
     incidents = incidents_table(
         contracts, [dict(town=K, occurred_at=at(2026, 12, 3), crime_type="domestic_violence")]
     )
-    out = outcome_tables(visits, incidents, categories)
-    assert out["municipality_month"].column("incidents_domestic_violence").to_pylist() == [1]
-    towns = out["town_month"].column("town").to_pylist()
-    assert towns == [W]
+    out = count_tables(visits, incidents, categories)
+    muni = out["municipality_month"]
+    assert muni.column("incidents_domestic_violence").to_pylist() == [1]
+    assert muni.column("incidents_total").to_pylist() == [1]
+    # 歌舞伎町 is a row like every town of the domain, with no incident in any column
+    k12 = by_key(out["town_month"])[(MUNI, K, "2026-12")]
+    incident_counts = {c: v for c, v in k12.items() if c.startswith("incidents_")}
+    assert len(incident_counts) == 13  # 12 non-sensitive crime types and the total
+    assert set(incident_counts.values()) == {0}
+
+
+def test_max_items_counts_the_first_items_of_each_list(contracts, categories):
+    visits = visits_table(
+        contracts,
+        [
+            dict(household_id=hh(1), town=W, visited_at=at(2026, 10, 5),
+                 vulnerabilities=["weak_door_lock", "poor_lighting", "no_intercom"],
+                 recommendations=["lock_windows", "add_sensor_light", "install_secondary_lock"],
+                 materials=["leaflet_burglary"],
+                 concerns=["burglary", "special_fraud", "stalking"]),
+            dict(household_id=hh(2), town=W, visited_at=at(2026, 10, 6), vulnerabilities=None),
+        ],
+    )  # fmt: skip
+    incidents = incidents_table(contracts, [])
+    full = by_key(count_tables(visits, incidents, categories)["municipality_month"])
+    two = by_key(count_tables(visits, incidents, categories, max_items=2)["municipality_month"])
+    f, t = full[(MUNI, "2026-10")], two[(MUNI, "2026-10")]
+    assert (f["vulnerabilities_no_intercom"], t["vulnerabilities_no_intercom"]) == (1, 0)
+    assert t["vulnerabilities_weak_door_lock"] == t["vulnerabilities_poor_lighting"] == 1
+    third = "recommendations_install_secondary_lock"
+    assert (f[third], t[third]) == (1, 0)
+    assert t["recommendations_lock_windows"] == t["recommendations_add_sensor_light"] == 1
+    assert t["materials_leaflet_burglary"] == 1  # a shorter list is counted whole
+    assert (f["concerns_stalking"], t["concerns_stalking"]) == (1, 0)
+    assert t["concerns_burglary"] == t["concerns_special_fraud"] == 1
+    # everything but the truncated lists is the same
+    same = [c for c in f if not c.endswith(("no_intercom", "install_secondary_lock", "stalking"))]
+    assert {c: f[c] for c in same} == {c: t[c] for c in same}
+    # one visit adds at most 2 to each list's columns
+    for prefix in ("vulnerabilities_", "recommendations_", "materials_", "concerns_"):
+        assert sum(v for c, v in t.items() if c.startswith(prefix)) <= 2
+
+
+# -- rates derived from the counts -----------------------------------------------------------------
+RATES = ["completion_rate", "satisfaction_mean", "incidents_per_1000_visited_households"]
+
+
+def test_derive_rates_from_count_tables(counts):
+    t = derive_rates(counts["town_month"])
+    assert t.column_names == counts["town_month"].column_names + RATES
+    assert all(t.schema.field(c).type == pa.float64() for c in RATES)
+    assert t.select(counts["town_month"].column_names) == counts["town_month"]  # counts untouched
+    town = by_key(t)
+    w10 = town[(MUNI, W, "2026-10")]
+    assert w10["completion_rate"] == pytest.approx(2 / 3)
+    assert w10["satisfaction_mean"] == pytest.approx(3.5)  # 1 + 5 / 2 = (5 + 2) / 2
+    assert w10["incidents_per_1000_visited_households"] == pytest.approx(1000.0)  # 2 / 2 × 1000
+    k10 = town[(MUNI, K, "2026-10")]
+    assert k10["completion_rate"] == 1.0
+    assert k10["satisfaction_mean"] == pytest.approx(3.0)  # 1 + 2 / 1: over the answers only
+    assert k10["incidents_per_1000_visited_households"] == 0.0
+    # incidents and no visited household: no rate per visited household
+    assert town[(MUNI, K, "2026-11")]["incidents_per_1000_visited_households"] is None
+    assert town[(MUNI, QUIET, "2026-10")]["incidents_per_1000_visited_households"] is None
+    m10 = by_key(derive_rates(counts["municipality_month"]))[(MUNI, "2026-10")]
+    assert m10["completion_rate"] == pytest.approx(4 / 5)
+    assert m10["satisfaction_mean"] == pytest.approx(1 + 7 / 3)  # (5 + 2 + 3) / 3
+    assert m10["incidents_per_1000_visited_households"] == pytest.approx(750.0)  # 3 / 4 × 1000
+
+
+def test_town_months_without_visits_have_no_completion_rate_or_mean(counts):
+    town = by_key(derive_rates(counts["town_month"]))
+    for key in ((MUNI, K, "2026-11"), (MUNI, QUIET, "2026-10"), (MUNI, W, "2026-12")):
+        assert [town[key][c] for c in RATES] == [None, None, None], key
+
+
+def test_derive_rates_withholds_the_incident_rate_below_its_minimum_denominator(counts):
+    least = {"visits": 3, "satisfaction_answers": 2, "households_visited": 3}
+    town = by_key(derive_rates(counts["town_month"], least))
+    w10 = town[(MUNI, W, "2026-10")]  # visits 3, answers 2, households 2
+    assert w10["completion_rate"] == pytest.approx(2 / 3)
+    assert w10["satisfaction_mean"] == pytest.approx(3.5)
+    assert w10["incidents_per_1000_visited_households"] is None
+    m10 = by_key(derive_rates(counts["municipality_month"], least))[(MUNI, "2026-10")]
+    assert m10["incidents_per_1000_visited_households"] == pytest.approx(750.0)  # 4 ≥ 3
+
+
+def test_derive_rates_withholds_completion_and_mean_below_their_minimum_denominator(counts):
+    least = {"visits": 3, "satisfaction_answers": 2, "households_visited": 3}
+    k10 = by_key(derive_rates(counts["town_month"], least))[(MUNI, K, "2026-10")]
+    # visits 2 < 3, answers 1 < 2, households 2 < 3
+    assert [k10[c] for c in RATES] == [None, None, None]
+
+
+def _rates_input(**columns) -> pa.Table:
+    return pa.table({name: pa.array(values, pa.int64()) for name, values in columns.items()})
+
+
+def test_derive_rates_by_hand_caps_noisy_counts():
+    t = _rates_input(
+        households_visited=[4, 2],
+        visits=[5, 4],
+        visits_completed=[7, 2],  # 7 > 5: a noisy count
+        satisfaction_points=[30, 0],
+        satisfaction_answers=[5, 2],
+        incidents_total=[1, None],
+    )
+    out = derive_rates(t)
+    assert out.select(t.column_names) == t  # the counts are left as they are
+    # row 0: 7/5 capped at 1; 1 + 30/5 = 7 capped at 5; 1/4 × 1000
+    # row 1: 2/4; every answer the lowest score: mean 1; a withheld incident count: no rate
+    assert out.column("completion_rate").to_pylist() == [1.0, 0.5]
+    assert out.column("satisfaction_mean").to_pylist() == [5.0, 1.0]
+    assert out.column("incidents_per_1000_visited_households").to_pylist() == [250.0, None]
+
+
+def test_derive_rates_by_hand_zero_or_withheld_denominators():
+    t = _rates_input(
+        households_visited=[0, None],
+        visits=[0, 10],
+        visits_completed=[0, None],  # withheld (suppressed) numerator
+        satisfaction_points=[0, 8],
+        satisfaction_answers=[0, None],
+        incidents_total=[3, 2],
+    )
+    out = derive_rates(t)
+    assert out.column("incidents_per_1000_visited_households").to_pylist() == [None, None]
+    assert out.column("completion_rate").to_pylist() == [None, None]
+    assert out.column("satisfaction_mean").to_pylist() == [None, None]
+
+
+def test_derive_rates_adds_only_the_rates_its_columns_allow():
+    before_after_like = _rates_input(incidents_before_90d=[3], incidents_after_90d=[5])
+    assert derive_rates(before_after_like).column_names == before_after_like.column_names
+    incidents_only = _rates_input(incidents_total=[3])
+    assert derive_rates(incidents_only).column_names == ["incidents_total"]
 
 
 # -- before / after the first completed visit ------------------------------------------------------
@@ -322,7 +526,7 @@ def test_repeat_victimization(contracts):
             dict(town=W, occurred_at=at(2026, 6, 20), crime_type="shoplifting"),
         ],
     )  # fmt: skip
-    out = repeat_victimization(visits, incidents)
+    out = repeat_victimization(visits, incidents, KEY)
     pseudonym = dict(
         zip(visits.column("household_id").to_pylist(), visits.column("household_pseudonym").to_pylist(), strict=True)
     )  # fmt: skip
@@ -353,7 +557,7 @@ def test_repeat_victimization(contracts):
     assert "household_id" not in out.column_names
 
 
-# -- suppression -----------------------------------------------------------------------------------
+# -- suppression (threshold mode) ------------------------------------------------------------------
 def _town_month(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(
         [{"municipality_code": MUNI, "month": "2026-11", **r} for r in rows],
@@ -365,12 +569,9 @@ def _town_month(rows: list[dict]) -> pa.Table:
                 ("households_visited", pa.int64()),
                 ("visits", pa.int64()),
                 ("visits_completed", pa.int64()),
-                ("satisfaction_mean", pa.float64()),
                 ("incidents_burglary_vacant_home", pa.int64()),
                 ("incidents_bicycle_theft", pa.int64()),
                 ("incidents_total", pa.int64()),
-                ("completion_rate", pa.float64()),
-                ("incidents_per_1000_visited_households", pa.float64()),
             ]
         ),
     )
@@ -380,35 +581,25 @@ def test_suppress_town_month_by_hand():
     t = _town_month(
         [
             dict(town=W, households_visited=40, visits=50, visits_completed=12,
-                 satisfaction_mean=4.0, incidents_burglary_vacant_home=3,
-                 incidents_bicycle_theft=20, incidents_total=23, completion_rate=12 / 50,
-                 incidents_per_1000_visited_households=575.0),
+                 incidents_burglary_vacant_home=3, incidents_bicycle_theft=20, incidents_total=23),
             dict(town=K, households_visited=5, visits=30, visits_completed=8,
-                 satisfaction_mean=3.5, incidents_burglary_vacant_home=0,
-                 incidents_bicycle_theft=12, incidents_total=12, completion_rate=8 / 30,
-                 incidents_per_1000_visited_households=2400.0),
+                 incidents_burglary_vacant_home=0, incidents_bicycle_theft=12, incidents_total=12),
         ]
     )  # fmt: skip
     out, report = suppress(t, "town_month", ["municipality_code", "month"], 10, column_totals=False)
+    assert out.schema == t.schema
     w, k = out.to_pylist()
     # W: burglary 3 is primary; incidents_total is published, so bicycle theft 20 goes too
     assert w["incidents_burglary_vacant_home"] is None and w["incidents_bicycle_theft"] is None
     assert (w["households_visited"], w["visits"], w["visits_completed"]) == (40, 50, 12)
     assert w["incidents_total"] == 23
-    assert w["completion_rate"] == pytest.approx(0.24) and w["satisfaction_mean"] == 4.0
-    assert w["incidents_per_1000_visited_households"] == 575.0
     # K: households 5 and completed 8 are primary; 0 and 12 published
     assert k["households_visited"] is None and k["visits_completed"] is None
     assert k["visits"] == 30
     assert (k["incidents_burglary_vacant_home"], k["incidents_bicycle_theft"]) == (0, 12)
     assert k["incidents_total"] == 12
-    # derived values of suppressed counts are withheld too
-    assert k["completion_rate"] is None  # visits_completed suppressed
-    assert k["satisfaction_mean"] is None  # mean over 8 < 10 completed visits
-    assert k["incidents_per_1000_visited_households"] is None  # households_visited suppressed
     # 2 rows x (2 incident columns + households, visits, completed, total) = 12 cells
     assert (report.cells, report.primary, report.secondary) == (12, 3, 1)
-    assert report.derived_nulled == 3
     assert report.table == "town_month"
 
 
@@ -416,39 +607,40 @@ def test_suppress_along_columns_within_a_group():
     t = _town_month(
         [
             dict(town=W, households_visited=40, visits=50, visits_completed=20,
-                 satisfaction_mean=4.0, incidents_burglary_vacant_home=0,
-                 incidents_bicycle_theft=0, incidents_total=0, completion_rate=0.4,
-                 incidents_per_1000_visited_households=0.0),
+                 incidents_burglary_vacant_home=0, incidents_bicycle_theft=0, incidents_total=0),
             dict(town=K, households_visited=5, visits=30, visits_completed=15,
-                 satisfaction_mean=3.5, incidents_burglary_vacant_home=0,
-                 incidents_bicycle_theft=0, incidents_total=0, completion_rate=0.5,
-                 incidents_per_1000_visited_households=0.0),
+                 incidents_burglary_vacant_home=0, incidents_bicycle_theft=0, incidents_total=0),
+            # another month: its own group, the 5 above does not reach it
+            dict(town=W, month="2026-12", households_visited=40, visits=50, visits_completed=20,
+                 incidents_burglary_vacant_home=0, incidents_bicycle_theft=0, incidents_total=0),
         ]
     )  # fmt: skip
     out, report = suppress(t, "town_month", ["municipality_code", "month"], 10, column_totals=True)
     # households_visited [40, 5]: 5 primary; the municipality total would reveal it: 40 too
-    assert out.column("households_visited").to_pylist() == [None, None]
-    assert out.column("visits").to_pylist() == [50, 30]
-    # with its households withheld, the rate per 1000 households is withheld (both rows)
-    assert out.column("incidents_per_1000_visited_households").to_pylist() == [None, None]
-    assert out.column("satisfaction_mean").to_pylist() == [4.0, 3.5]  # 20 and 15 ≥ 10
-    assert (report.primary, report.secondary, report.derived_nulled) == (1, 1, 2)
+    assert out.column("households_visited").to_pylist() == [None, None, 40]
+    assert out.column("visits").to_pylist() == [50, 30, 50]
+    assert out.column("visits_completed").to_pylist() == [20, 15, 20]
+    assert (report.primary, report.secondary) == (1, 1)
 
 
-def test_suppressed_outcome_tables_publish_no_small_count(tables):
-    t = tables["town_month"]
+def test_suppressed_count_tables_publish_no_small_count(counts):
+    # as the release does: the inputs of the mean are not published, so not suppressed
+    t = counts["town_month"].drop_columns(["satisfaction_points", "satisfaction_answers"])
     out, report = suppress(t, "town_month", ["municipality_code", "month"], 10, column_totals=True)
-    derived = {"satisfaction_mean", "completion_rate", "incidents_per_1000_visited_households"}
-    counts = [
-        c for c in out.column_names if c not in {"municipality_code", "town", "month", *derived}
-    ]
+    columns = count_columns(t)
     small = [
-        (c, v) for c in counts for v in out.column(c).to_pylist() if v is not None and 1 <= v < 10
+        (c, v) for c in columns for v in out.column(c).to_pylist() if v is not None and 1 <= v < 10
     ]
     assert small == []
+    # every non-zero count here is below 10: each one is a primary
+    assert report.primary == sum(1 for c in columns for v in t.column(c).to_pylist() if 1 <= v < 10)
     assert report.primary > 0
-    # every count here is below 10, so no rate or mean survives
-    assert all(out.column(c).null_count == out.num_rows for c in derived)
+    assert sum(out.column(c).null_count for c in columns) == report.primary + report.secondary
+    assert report.cells == len(columns) * t.num_rows
+    # what is published is the true count
+    for c in columns:
+        for before, after in zip(t.column(c).to_pylist(), out.column(c).to_pylist(), strict=True):
+            assert after is None or after == before
 
 
 def test_suppress_empty_table():
