@@ -130,13 +130,14 @@ def first_landed_schema(engine) -> None:
     a `releases` table without the columns later revisions added."""
     import sqlalchemy as sa
 
-    from visitshare.db.tables import metadata, releases
+    from visitshare.db.tables import curated_files, metadata, releases
 
-    later_tables = {"record_batches", "aggregate_states", "dp_spend"}
+    later_tables = {"record_batches", "aggregate_states", "dp_spend", "release_files"}
     old = sa.MetaData()
     for table in metadata.sorted_tables:
-        if table is not releases and table.name not in later_tables:
+        if table not in (releases, curated_files) and table.name not in later_tables:
             table.to_metadata(old)
-    later = {"plan_token", "completed_at"}
+    later = {"plan_token", "completed_at", "closed_through", "full"}
     sa.Table("releases", old, *[c.copy() for c in releases.columns if c.name not in later])
+    sa.Table("curated_files", old, *[c.copy() for c in curated_files.columns if c.name != "seq"])
     old.create_all(engine)

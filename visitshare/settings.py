@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     release_retention_days: int = Field(90, ge=1)
     # Processes building a release's shards side by side.
     publish_workers: int = Field(2, ge=1, le=32)
+    # Below this many rows to recompute, shards are built in the publishing process itself:
+    # starting workers (each importing pyarrow, DuckDB, OpenDP) costs more than it saves.
+    publish_in_process_rows: int = Field(200_000, ge=0)
     partners_file: Path = REPO_ROOT / "infra" / "partners.yaml"
 
     # Airflow's API server on loopback (`visitshare up`, `make run`).

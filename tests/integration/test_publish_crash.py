@@ -25,7 +25,11 @@ KILLS = 10
 
 
 def _publish(*args: str) -> subprocess.Popen:
-    env = {**os.environ, "VISITSHARE_PUBLISH_WORKERS": "2"}
+    env = {
+        **os.environ,
+        "VISITSHARE_PUBLISH_WORKERS": "2",
+        "VISITSHARE_PUBLISH_IN_PROCESS_ROWS": "0",  # shard workers even for a small zone
+    }
     return subprocess.Popen(
         [sys.executable, "-m", "visitshare.cli", "publish", *args],
         env=env,
@@ -56,7 +60,7 @@ def test_killed_publishes_leave_no_residue_and_the_next_completes_them(kafka_set
     rng = random.Random(20261204)
     workers_seen = 0
     for _ in range(KILLS):
-        proc = _publish("--force")
+        proc = _publish("--full")  # every partition, every table: the most to kill
         moment = rng.uniform(0.2, duration * 1.2)
         deadline = time.monotonic() + moment
         family: list[psutil.Process] = []
@@ -70,7 +74,7 @@ def test_killed_publishes_leave_no_residue_and_the_next_completes_them(kafka_set
         # Workers die with their parent (the kernel's parent-death signal), not minutes later.
         wait_for(lambda f=family: not any(p.is_running() and p.status() != "zombie" for p in f), 15)
 
-    final = _publish("--force")
+    final = _publish("--full")
     assert final.wait(timeout=600) == 0, final.stderr.read().decode()[-3000:]
 
     assert workers_seen > 0, "no kill happened while shard workers ran; widen the moments"

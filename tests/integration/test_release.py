@@ -21,6 +21,7 @@ from tests.helpers import first_landed_schema, personal_values, read_topic, vali
 from visitshare.access.errors import PartnerError
 from visitshare.access.export import pull
 from visitshare.db import engine_for
+from visitshare.db.tables import release_files
 from visitshare.db.tables import releases as release_table
 from visitshare.release import shared
 from visitshare.release.build import build_shard
@@ -43,8 +44,9 @@ def _one_publish_process(monkeypatch):
 def _sql_rows(settings: Settings, table: str, release_id: int | None = None) -> int:
     with engine_for(settings).connect() as conn:
         q = f"select count(*) from {table}"
-        if release_id is not None:
-            q += f" where release_id = {int(release_id)}"
+        if release_id is not None:  # the rows release N shows
+            n = int(release_id)
+            q += f" where release_id <= {n} and (superseded_by is null or superseded_by > {n})"
         return conn.exec_driver_sql(q).scalar()
 
 
@@ -155,19 +157,19 @@ def test_rerun_does_not_duplicate_and_reader_keeps_its_release(settings, contrac
     held = get_release(settings, "latest")
     before = {n: read_table(settings, held, n) for n in ("visits", "outcomes_town_month")}
     seen_during = []
-    real_write = shared.write_iceberg
+    real_write = shared.write_partitions
 
-    def write_then_read(cat, spec, data, release_id):
+    def write_then_read(cat, spec, *args):
         # After each Iceberg write of release N+1 (its releases row not committed yet), a
         # reader asking for "latest" still gets N, and N's data is unchanged.
-        snap = real_write(cat, spec, data, release_id)
+        snap = real_write(cat, spec, *args)
         now = get_release(settings, "latest")
         seen_during.append(now.id)
         assert read_table(settings, now, "visits").equals(before["visits"])
         return snap
 
-    monkeypatch.setattr(shared, "write_iceberg", write_then_read)
-    second = publish(settings, force=True)
+    monkeypatch.setattr(shared, "write_partitions", write_then_read)
+    second = publish(settings, force=True, full=True)
     assert second.release_id == held.id + 1
     assert seen_during == [held.id] * len(shared.TABLES)
     for name, data in before.items():  # time travel: release N as it was
@@ -195,12 +197,20 @@ def test_a_retried_finalize_returns_its_release_instead_of_a_second(settings, co
 def test_retention_expires_old_releases_but_never_the_latest(settings, contracts):
     validated_zone(settings, contracts, days=2, seed=14)
     publish(settings)
-    publish(settings, force=True)
+    publish(settings, force=True, full=True)  # replaces every row and file of release 1
+    shown_by_2 = _sql_rows(settings, "shared_outcomes_town_month", 2)
+    assert _sql_rows(settings, "shared_outcomes_town_month") == 2 * shown_by_2
     later = datetime.now(UTC) + timedelta(days=settings.release_retention_days + 1)
     assert expire_releases(settings, later) == [1]
     with pytest.raises(ReleaseError, match="release 1 expired"):
         get_release(settings, 1)
-    assert _sql_rows(settings, "shared_outcomes_town_month", 1) == 0
+    # what only release 1 showed is gone; what release 2 shows stays
+    assert _sql_rows(settings, "shared_outcomes_town_month") == shown_by_2
+    with engine_for(settings).connect() as conn:
+        left = conn.execute(
+            sa.select(release_files.c.release_from, release_files.c.release_to)
+        ).all()
+    assert left and all(r.release_from == 2 and r.release_to is None for r in left)
     assert read_table(settings, get_release(settings, 2), "visits").num_rows > 0
     tbl = shared.catalog(settings).load_table("shared.visits")
     assert "release-1" not in tbl.refs() and "release-2" in tbl.refs()

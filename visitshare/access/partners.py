@@ -51,7 +51,7 @@ class Partner(BaseModel):
         if self.kind == "ward" and spec.level is shared.Level.TOWN:
             # pyiceberg's EqualTo(term, literal): the pydantic mypy plugin types its __init__
             # from the model fields (term=, value=) instead.
-            return EqualTo("municipality_code", self.municipality_code)  # type: ignore[call-arg, misc]
+            return EqualTo("municipality_code", self.municipality_code)  # type: ignore[call-arg]
         return None
 
 

@@ -47,13 +47,26 @@ def publish(
         bool,
         typer.Option("--new-key", help="Accept a pseudonym key different from the last release's."),
     ] = False,
+    full: Annotated[
+        bool,
+        typer.Option(
+            "--full",
+            help="Recompute every partition and replace every file (default: only the "
+            "partitions that changed since the latest release; the result is the same).",
+        ),
+    ] = False,
 ) -> None:
-    """Anonymize, join and release the validated zone (Iceberg + SQL tables, notice)."""
+    """Anonymize, join and release the validated zone (Iceberg + SQL tables, notice).
+
+    Incremental: only the municipality × month partitions with newly validated rows (or a
+    month that closed) are recomputed; every other partition is carried over unchanged."""
     from visitshare.release.publish import publish
     from visitshare.release.releases import get_release
 
     settings: Settings = ctx.obj
-    published = publish(settings, force=force, new_key=new_key, say=err_console.print)
+    published = publish(
+        settings, force=force or full, new_key=new_key, say=err_console.print, full=full
+    )
     if published is None:
         latest = get_release(settings)
         console.print(

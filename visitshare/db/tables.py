@@ -102,8 +102,17 @@ curated_files = sa.Table(
     sa.Column("month", sa.String(7)),
     sa.Column("run_id", sa.String(64), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
+    # The content's place in validation order: the file's own id, or for a compacted file the
+    # largest sequence of the files it replaced (so compaction makes nothing look new).
+    sa.Column("seq", sa.Integer),
     sa.Index("curated_files_dataset_zone", "dataset", "zone"),
 )
+
+
+def content_seq():
+    """`curated_files`' sequence column as releases compare it (a file's id until compacted)."""
+    return sa.func.coalesce(curated_files.c.seq, curated_files.c.id)
+
 
 validation_batches = sa.Table(
     "validation_batches",
@@ -153,7 +162,29 @@ releases = sa.Table(
     # When the steps after the commit were done (snapshot tags, disclosure report); a release
     # without it is completed by the next publish.
     sa.Column("completed_at", UTCDateTime()),
+    # The last month whose record-level rows it published (a month that closes later is new).
+    sa.Column("closed_through", sa.String(7)),
+    sa.Column("full", sa.Boolean),  # rebuilt every partition (else: the touched ones)
     sa.Index("releases_plan_token", "plan_token", unique=True),
+)
+
+# The data files of each shared table, per partition (municipality × period; period "all" for
+# tables without one), and the releases that show them: a file is in release N when
+# release_from <= N and (release_to is null or N < release_to). An incremental release
+# replaces the files of the partitions it recomputed and carries the others.
+release_files = sa.Table(
+    "release_files",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("table_name", sa.String(64), nullable=False),
+    sa.Column("municipality_code", sa.String(8), nullable=False),
+    sa.Column("period", sa.String(7), nullable=False),
+    sa.Column("path", sa.String(1024), nullable=False),  # as Iceberg names it
+    sa.Column("rows", sa.Integer, nullable=False),
+    sa.Column("bytes", sa.BigInteger, nullable=False),
+    sa.Column("release_from", sa.Integer, nullable=False),
+    sa.Column("release_to", sa.Integer),
+    sa.Index("release_files_current", "table_name", "release_to"),
 )
 
 

@@ -14,10 +14,10 @@ import sqlalchemy as sa
 from visitshare.contracts import Contract
 from visitshare.contracts.roles import outcome_roles
 from visitshare.db import engine_for
-from visitshare.db.tables import aggregate_states, curated_files, record_batches
+from visitshare.db.tables import aggregate_states, content_seq, curated_files, record_batches
 from visitshare.landing import zones
 from visitshare.landing.files import write_parquet
-from visitshare.release import keys
+from visitshare.release import keys, shared
 from visitshare.release.aggregates import (
     SPECS,
     AggregateReport,
@@ -46,22 +46,22 @@ log = logging.getLogger(__name__)
 
 # -- 2. build a shard --------------------------------------------------------------------------
 def _shard_files(settings: Settings, plan_: Plan, shard: Shard, dataset: str) -> list[str]:
-    """The validated files of the shard's municipalities that the plan includes."""
+    """The validated files of the shard's partitions that the plan includes."""
+    parts = set(shard.partitions)
     with engine_for(settings).connect() as conn:
-        return list(
-            conn.execute(
-                sa.select(curated_files.c.path)
-                .where(
-                    curated_files.c.zone == "validated",
-                    curated_files.c.dataset == dataset,
-                    curated_files.c.id <= plan_.validated_upto,
-                    curated_files.c.municipality_code.in_(shard.municipalities),
-                )
-                .order_by(curated_files.c.id)
+        rows = conn.execute(
+            sa.select(
+                curated_files.c.path, curated_files.c.municipality_code, curated_files.c.month
             )
-            .scalars()
-            .all()
-        )
+            .where(
+                curated_files.c.zone == "validated",
+                curated_files.c.dataset == dataset,
+                content_seq() <= plan_.validated_upto,
+                curated_files.c.municipality_code.in_(shard.municipalities),
+            )
+            .order_by(content_seq())
+        ).all()
+    return [r.path for r in rows if (r.municipality_code, r.month) in parts]
 
 
 def _read(settings: Settings, paths: list[str], contract: Contract) -> pa.Table:
@@ -95,7 +95,7 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
     roles = outcome_roles(settings.contracts_dir)
     cv, ci = roles["visits"], roles["incidents"]
     cats = Categories.from_contracts(cv, ci)
-    state = load_state(settings, shard.municipalities)
+    state = load_state(settings, shard.municipalities, shard.partitions)
     out: dict[str, pa.Table] = {}
     frs: dict[str, FieldReport] = {}
     utilities: dict[str, Utility] = {}
@@ -119,7 +119,9 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
             plan_.as_of,
             write_ledger,
         )
-        out[role] = released.table
+        assert released.periods is not None
+        # The partition of each row (finalize replaces the table's files partition by partition).
+        out[role] = released.table.append_column(shared.PERIOD, released.periods)
         utilities[contract.name] = released.utility
         batches += released.new_batches
         police[role] = raw  # outcomes are computed in the police zone
@@ -131,13 +133,14 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
     true = {
         "outcomes_town_month": counts["town_month"],
         "outcomes_municipality_month": counts["municipality_month"],
-        "before_after_town": before_after(police["visits"], police["incidents"], cats),
     }
     reports: dict[str, AggregateReport] = {}
     refreshes: list[Refresh] = []
 
     store = ValuesStore(lambda path: pq.read_table(settings.lake / path))
     for name, spec in SPECS.items():
+        if not spec.by_month:
+            continue  # spans every month: computed in finalize, from the whole history
         values_path = zones.aggregate_values(name, f"{plan_.token}-{index:03d}")
         out[name], made, reports[name], stored = release_aggregates(
             spec,
@@ -156,11 +159,6 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
         if stored is not None:
             write_parquet(stored, settings.lake / values_path)
         refreshes += made
-    # Narrow police-zone inputs of the repeat-victimization join, which spans shards.
-    out["_rv_visits"] = police["visits"].select(["household_id", "visited_at"])
-    out["_rv_incidents"] = police["incidents"].select(
-        ["municipality_code", "town", "victim_household_id", "crime_type", "occurred_at"]
-    )
     staged = {}
     for name, table in out.items():
         path = settings.lake / zones.staged_file(plan_.token, name, index)
@@ -187,23 +185,39 @@ class ReleaseState:
         self.aggregates: dict[str, dict[tuple[str, str], PartitionState]] = {}
 
 
-def load_state(settings: Settings, municipalities: list[str]) -> ReleaseState:
+def load_state(
+    settings: Settings,
+    municipalities: list[str],
+    partitions: list[tuple[str, str]] | None = None,
+    tables: tuple[str, ...] | None = None,
+) -> ReleaseState:
+    """The state of the municipalities' partitions (all, or `partitions` only)."""
     state = ReleaseState()
+    wanted = set(partitions) if partitions is not None else None
     with engine_for(settings).connect() as conn:
         batches = conn.execute(
             sa.select(record_batches).where(record_batches.c.municipality_code.in_(municipalities))
         ).all()
-        aggs = conn.execute(
-            sa.select(aggregate_states).where(
-                aggregate_states.c.municipality_code.in_(municipalities)
-            )
-        ).all()
+        query = sa.select(aggregate_states).where(
+            aggregate_states.c.municipality_code.in_(municipalities)
+        )
+        if tables is not None:
+            query = query.where(aggregate_states.c.table_name.in_(tables))
+        aggs = conn.execute(query).all()
+    if wanted is not None:
+        batches = [b for b in batches if (b.municipality_code, b.period) in wanted]
     for dataset in {b.dataset for b in batches}:
         mine = [b for b in batches if b.dataset == dataset]
         # a ledger file holds the batches of one release's shard: keep this shard's rows
         files = [pq.read_table(settings.lake / p) for p in sorted({b.path for b in mine})]
         rows = pa.concat_tables(files, promote_options="permissive")
-        rows = rows.filter(pc.is_in(rows.column("municipality_code"), pa.array(municipalities)))
+        keep = pc.is_in(rows.column("municipality_code"), pa.array(municipalities))
+        if wanted is not None:
+            pairs = pc.binary_join_element_wise(
+                rows.column("municipality_code"), rows.column("period"), "|"
+            )
+            keep = pc.and_(keep, pc.is_in(pairs, pa.array([f"{m}|{p}" for m, p in wanted])))
+        rows = rows.filter(keep)
         state.ledgers[dataset] = Ledgers(rows, {(b.municipality_code, b.period) for b in mine})
     for a in aggs:
         state.aggregates.setdefault(a.table_name, {})[(a.municipality_code, a.period)] = (

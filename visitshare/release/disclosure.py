@@ -99,6 +99,9 @@ class DisclosureReport(BaseModel):
     aggregates: list[AggregateReport] = Field(default_factory=list)
     budget: PrivacyBudget | None = None
     checks: list[Check] = Field(default_factory=list)
+    # What the figures above cover: "full" (every partition), or the partitions an incremental
+    # release recomputed (the others are carried over as the earlier releases reported them).
+    scope: str = "full"
 
     def utility(self) -> dict[str, dict[str, float | int | None]]:
         """The headline utility figures, per dataset and per aggregate table."""
@@ -129,7 +132,7 @@ class DisclosureReport(BaseModel):
         return out
 
     def summary_lines(self) -> list[str]:
-        out = []
+        out = [f"scope: {self.scope}"]
         for d in self.datasets:
             below = d.below_municipality_share
             place = f", {below:.1%} finer than municipality" if below is not None else ""

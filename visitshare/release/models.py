@@ -17,6 +17,7 @@ from visitshare.release.records import NewBatch
 class Shard(BaseModel):
     index: int
     municipalities: list[str]
+    partitions: list[tuple[str, str]]  # (municipality, month) it recomputes
     rows: int
 
 
@@ -28,6 +29,13 @@ class Plan(BaseModel):
     key_fingerprint: str
     contracts: dict[str, str]  # contract id → sha256 of the file
     shards: list[Shard]
+    # Incremental: what the release recomputes; every other partition is carried over from
+    # `previous` unchanged. `full`: every partition is recomputed and every file replaced.
+    full: bool = True
+    previous: int | None = None  # the release it builds on
+    previous_upto: int = 0  # the validated content sequence `previous` included
+    closed_through: str = ""
+    touched: list[tuple[str, str]] = []  # (municipality, month), sorted
 
 
 class ShardResult(BaseModel):

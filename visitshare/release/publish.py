@@ -27,46 +27,118 @@ from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from visitshare.contracts import Contract
 from visitshare.contracts.roles import outcome_roles
 from visitshare.db import engine_for
-from visitshare.db.tables import aggregate_states, dp_spend, record_batches, releases
+from visitshare.db.tables import (
+    aggregate_states,
+    dp_spend,
+    record_batches,
+    release_files,
+    releases,
+)
+from visitshare.landing import zones
+from visitshare.landing.files import write_parquet
 from visitshare.processes import process_pool
-from visitshare.release import audit, disclosure, keys, shared
-from visitshare.release.aggregates import SPECS
-from visitshare.release.build import build_shard, household_namespace, output_schemas, staging_dir
+from visitshare.release import audit, disclosure, history, keys, shared
+from visitshare.release.aggregates import (
+    SPECS,
+    AggregateReport,
+    Refresh,
+    ValuesStore,
+    release_aggregates,
+)
+from visitshare.release.build import (
+    build_shard,
+    household_namespace,
+    load_state,
+    output_schemas,
+    staging_dir,
+)
 from visitshare.release.errors import ReleaseError
 from visitshare.release.models import Plan, Published, ShardResult
 from visitshare.release.notices import send_pending_notices
 from visitshare.release.outcomes import (
+    Categories,
+    before_after,
     repeat_victimization,
+    visit_l2_sensitivity,
 )
 from visitshare.release.plan import plan
+from visitshare.release.records import NewBatch
 from visitshare.release.recovery import claim_staging, complete_release, publish_lock, recover
 from visitshare.release.releases import latest_release, read_table, release_dir
 from visitshare.release.retention import expire_releases
+from visitshare.release.shared import Partition
 from visitshare.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 # -- 3. finalize -------------------------------------------------------------------------------
-def _previous_tables(settings: Settings, latest: sa.Row | None) -> dict[str, pa.Table] | None:
-    """The shared tables of the latest release, as published (for the differencing audit)."""
+RECORD_AND_MONTHLY = (
+    "visits",
+    "incidents",
+    "outcomes_town_month",
+    "outcomes_municipality_month",
+)
+
+
+def _current_files(conn: sa.Connection, name: str) -> list[sa.Row]:
+    """The files the latest release shows for a table (`release_files`, release_to null)."""
+    return list(
+        conn.execute(
+            sa.select(release_files).where(
+                release_files.c.table_name == name, release_files.c.release_to.is_(None)
+            )
+        ).all()
+    )
+
+
+def _previous_tables(
+    settings: Settings,
+    latest: sa.Row | None,
+    replaced: dict[str, set[Partition] | None],
+) -> dict[str, pa.Table] | None:
+    """What the latest release published in the partitions this one replaces (for the
+    differencing audit): a comparison of the two releases shows exactly these rows."""
     if latest is None:
         return None
-    return {
-        name: read_table(settings, latest, name)
-        for name in latest.tables
-        if name != "repeat_victimization"
-    }
+    out = {}
+    with engine_for(settings).connect() as conn:
+        for name in latest.tables:
+            if name == "repeat_victimization" or name not in replaced:
+                continue
+            parts = replaced[name]
+            if parts is None:
+                out[name] = read_table(settings, latest, name)
+                continue
+            files = [
+                f.path
+                for f in _current_files(conn, name)
+                if (f.municipality_code, f.period) in parts
+            ]
+            tables = [pq.read_table(f.removeprefix("file://")) for f in files]
+            out[name] = (
+                pa.concat_tables(tables, promote_options="permissive")
+                if tables
+                else shared.catalog(settings)
+                .load_table(shared.table(name).iceberg)
+                .schema()
+                .as_arrow()
+                .empty_table()
+            )
+    return out
 
 
 def _gather(settings: Settings, results: list[ShardResult], name: str) -> pa.Table:
     tables = [pq.read_table(settings.lake / r.staged[name]) for r in results]
+    if not tables:
+        return output_schemas(settings)[name].empty_table()
     return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
 
 
@@ -74,10 +146,12 @@ def _report(
     release_id: int,
     roles: dict[str, Contract],
     results: list[ShardResult],
+    spanning: dict[str, AggregateReport],
     data: dict[str, pa.Table],
     previous: dict[str, pa.Table] | None,
     settings: Settings,
     now: datetime,
+    scope: str,
 ) -> disclosure.DisclosureReport:
     datasets = []
     for contract in roles.values():
@@ -85,7 +159,10 @@ def _report(
         u = disclosure.merge_utility([r.utility[contract.name] for r in results])
         datasets.append(disclosure.dataset_disclosure(contract, fr, u))
     aggregates = [
-        disclosure.merge_aggregates([r.aggregates[name] for r in results]) for name in SPECS
+        spanning[name]
+        if name in spanning
+        else disclosure.merge_aggregates([r.aggregates[name] for r in results])
+        for name in SPECS
     ]
     policy = roles["visits"].disclosure.aggregates
     budget = (
@@ -96,7 +173,10 @@ def _report(
     schemas = output_schemas(settings)
     allowed = {role: set(schemas[role].names) for role in roles}
     threshold = max(c.disclosure.min_cell_count for c in roles.values())
-    checks = audit.audit_tables(data, roles, allowed, previous, threshold)
+    public = {
+        n: t.drop_columns([c for c in t.column_names if c.startswith("_")]) for n, t in data.items()
+    }
+    checks = audit.audit_tables(public, roles, allowed, previous, threshold)
     failed = any(c.result is disclosure.Result.FAILED for c in checks)
     return disclosure.DisclosureReport(
         release_id=release_id,
@@ -106,7 +186,76 @@ def _report(
         aggregates=aggregates,
         budget=budget,
         checks=checks,
+        scope=scope,
     )
+
+
+def _spanning_tables(
+    settings: Settings, plan_: Plan, roles: dict[str, Contract], key: bytes
+) -> tuple[dict[str, pa.Table], dict[str, set[Partition] | None], AggregateReport, list[Refresh]]:
+    """The tables that span months, for the partitions whose inputs changed: before/after per
+    municipality (every municipality with a recomputed partition, and the stale ones) and
+    repeat victimization per incident month (new incidents, and earlier incidents of
+    households with a new visit before them)."""
+    cv, ci = roles["visits"], roles["incidents"]
+    cats = Categories.from_contracts(cv, ci)
+    visits = history.read(settings, cv, history.VISITS, plan_.validated_upto)
+    incidents = history.read(settings, ci, history.INCIDENTS, plan_.validated_upto)
+    # before / after the first completed visit, per municipality
+    with engine_for(settings).connect() as conn:
+        stale = set(
+            conn.execute(
+                sa.select(aggregate_states.c.municipality_code).where(
+                    aggregate_states.c.table_name == "before_after_town", aggregate_states.c.stale
+                )
+            ).scalars()
+        )
+    if plan_.full:
+        munis = set(visits.column("municipality_code").unique().to_pylist())
+    else:
+        munis = {m for m, _ in plan_.touched} | stale
+    wanted = pa.array(sorted(munis), pa.string())
+    true = before_after(
+        visits.filter(pc.is_in(visits.column("municipality_code"), value_set=wanted)),
+        incidents.filter(pc.is_in(incidents.column("municipality_code"), value_set=wanted)),
+        cats,
+    )
+    name = "before_after_town"
+    policy = cv.disclosure.aggregates
+    threshold = max(cv.disclosure.min_cell_count, ci.disclosure.min_cell_count)
+    state = load_state(settings, sorted(munis), tables=(name,))
+    values_path = zones.aggregate_values(name, f"{plan_.token}-ba")
+    table, refreshes, report, stored = release_aggregates(
+        SPECS[name],
+        true,
+        policy,
+        threshold,
+        visit_l2_sensitivity(cats, policy.max_items_per_list, False),
+        state.aggregates.get(name, {}),
+        plan_.as_of,
+        cv.disclosure.close_after_days,
+        ValuesStore(lambda path: pq.read_table(settings.lake / path)),
+        values_path.as_posix(),
+    )
+    if stored is not None:
+        write_parquet(stored, settings.lake / values_path)
+    out = {name: table}
+    replaced: dict[str, set[Partition] | None] = {
+        name: None if plan_.full else {(m, shared.ALL) for m in munis}
+    }
+    # repeat victimization, per incident month
+    if plan_.full:
+        chosen = incidents
+        replaced["repeat_victimization"] = None
+    else:
+        new_visits = history.read(
+            settings, cv, ["household_id", "visited_at"], plan_.validated_upto, plan_.previous_upto
+        )
+        parts = set(plan_.touched) | history.revisited(incidents, new_visits)
+        chosen = history.in_partitions(incidents, "occurred_at", parts)
+        replaced["repeat_victimization"] = parts
+    out["repeat_victimization"] = repeat_victimization(visits, chosen, key, household_namespace(cv))
+    return out, replaced, report, refreshes
 
 
 def finalize(
@@ -137,29 +286,43 @@ def finalize(
             notice_sent=done.id in send_pending_notices(settings) or done.notice_sent,
             expired=[],
         )
-    release_id = (top or 0) + 1
-    data = {
-        name: _gather(settings, results, name)
-        for name in (
-            "visits",
-            "incidents",
-            "outcomes_town_month",
-            "outcomes_municipality_month",
-            "before_after_town",
+    if (latest.id if latest else None) != plan_.previous:
+        raise ReleaseError(
+            f"release {latest.id if latest else '?'} was published after this plan was made "
+            f"(it builds on {plan_.previous}); publish again"
         )
+    release_id = (top or 0) + 1
+    data = {name: _gather(settings, results, name) for name in RECORD_AND_MONTHLY}
+    touched = set(plan_.touched)
+    replaced: dict[str, set[Partition] | None] = {
+        name: None if plan_.full else touched for name in RECORD_AND_MONTHLY
     }
     key = keys.load_key(settings)
     if keys.fingerprint(key) != plan_.key_fingerprint:
         raise ReleaseError("the pseudonym key changed while the release was being built")
-    data["repeat_victimization"] = repeat_victimization(
-        _gather(settings, results, "_rv_visits"),
-        _gather(settings, results, "_rv_incidents"),
-        key,
-        household_namespace(roles["visits"]),
-    )
+    spanning, more, ba_report, ba_refreshes = _spanning_tables(settings, plan_, roles, key)
+    data.update(spanning)
+    replaced.update(more)
     now = settings.clock.now()
-    previous = _previous_tables(settings, latest)
-    report = _report(release_id, roles, results, data, previous, settings, now)
+    previous = _previous_tables(settings, latest, replaced)
+    scope = (
+        "full"
+        if plan_.full
+        else f"incremental: {len(plan_.touched)} municipality × month partitions recomputed "
+        f"on release {plan_.previous} (the figures cover them; every other partition is "
+        "carried over unchanged)"
+    )
+    report = _report(
+        release_id,
+        roles,
+        results,
+        {"before_after_town": ba_report},
+        data,
+        previous,
+        settings,
+        now,
+        scope,
+    )
     if report.result is disclosure.Result.FAILED:
         disclosure.write_report(
             report, settings.reports_dir / "releases" / f"refused-{plan_.token}"
@@ -167,14 +330,18 @@ def finalize(
         disclosure.enforce(report)  # raises: nothing was written to the shared zone
 
     with publish_lock(settings):
-        return _write(settings, plan_, results, data, report, release_id, latest, say)
+        return _write(
+            settings, plan_, results, ba_refreshes, data, replaced, report, release_id, latest, say
+        )
 
 
 def _write(
     settings: Settings,
     plan_: Plan,
     results: list[ShardResult],
+    more_refreshes: list[Refresh],
     data: dict[str, pa.Table],
+    replaced: dict[str, set[Partition] | None],
     report: disclosure.DisclosureReport,
     release_id: int,
     latest: sa.Row | None,
@@ -183,18 +350,30 @@ def _write(
     """Write every table and commit the release (under the publish lock), then complete it."""
     engine = engine_for(settings)
     now = report.created_at
-    say(f"writing release {release_id}: {len(shared.TABLES)} Iceberg tables")
+    kind = "full" if plan_.full else f"incremental: {len(plan_.touched)} partitions"
+    say(f"writing release {release_id} ({kind}): {len(shared.TABLES)} Iceberg tables")
     cat = shared.catalog(settings)
+    schemas = output_schemas(settings)
     tables: dict[str, dict[str, Any]] = {}
-    for spec in shared.TABLES:
-        snap = shared.write_iceberg(cat, spec, data[spec.name], release_id)
-        tables[spec.name] = {
-            "iceberg": spec.iceberg,
-            "snapshot_id": snap,
-            "rows": data[spec.name].num_rows,
-            "sql": spec.sql,
+    new_files: list[dict] = []
+    with engine.connect() as conn:
+        kept = {
+            spec.name: {
+                f.path
+                for f in _current_files(conn, spec.name)
+                if replaced[spec.name] is not None
+                and (f.municipality_code, f.period) not in replaced[spec.name]  # type: ignore[operator]
+            }
+            for spec in shared.TABLES
         }
-    with engine.begin() as conn:  # the release: SQL tables and the releases row together
+    for spec in shared.TABLES:
+        parts = shared.split_partitions(spec, data[spec.name])
+        snap, files = shared.write_partitions(
+            cat, spec, schemas[spec.name], parts, kept[spec.name], release_id
+        )
+        new_files += files
+        tables[spec.name] = {"iceberg": spec.iceberg, "snapshot_id": snap, "sql": spec.sql}
+    with engine.begin() as conn:  # the release: SQL tables, file map and releases row together
         current = latest_release(conn)
         if (current.id if current else None) != (latest.id if latest else None):
             raise ReleaseError(
@@ -202,9 +381,38 @@ def _write(
                 "meanwhile; publish again"
             )
         for spec in shared.TABLES:
+            replacing = replaced[spec.name]
             if spec.sql:
-                t = shared.ensure_sql_table(conn, spec.sql, data[spec.name].schema)
+                t = shared.ensure_sql_table(conn, spec.sql, schemas[spec.name])
+                shared.supersede_sql_rows(conn, t, spec, replacing, release_id)
                 shared.insert_sql_rows(conn, t, data[spec.name], release_id)
+            gone = release_files.c.release_to.is_(None) & (release_files.c.table_name == spec.name)
+            if replacing is None:
+                conn.execute(release_files.update().where(gone).values(release_to=release_id))
+            else:
+                for muni, period in sorted(replacing):
+                    conn.execute(
+                        release_files.update()
+                        .where(
+                            gone,
+                            release_files.c.municipality_code == muni,
+                            release_files.c.period == period,
+                        )
+                        .values(release_to=release_id)
+                    )
+        if new_files:
+            conn.execute(
+                release_files.insert(), [{**f, "release_from": release_id} for f in new_files]
+            )
+        for spec in shared.TABLES:
+            tables[spec.name]["rows"] = int(
+                conn.execute(  # type: ignore[arg-type]
+                    sa.select(sa.func.coalesce(sa.func.sum(release_files.c.rows), 0)).where(
+                        release_files.c.table_name == spec.name,
+                        release_files.c.release_to.is_(None),
+                    )
+                ).scalar()
+            )
         conn.execute(
             releases.insert().values(
                 id=release_id,
@@ -218,9 +426,14 @@ def _write(
                 tables=tables,
                 disclosure=json.loads(report.model_dump_json()),
                 notice_sent=False,
+                closed_through=plan_.closed_through,
+                full=plan_.full,
             )
         )
-        superseded = _commit_state(conn, results, release_id, now)
+        superseded = _commit_state(
+            conn, [*(f for r in results for f in r.refreshes), *more_refreshes],
+            [b for r in results for b in r.batches], release_id, now,
+        )  # fmt: skip
     for path in superseded:  # values of partitions this release published anew
         (settings.lake / path).unlink(missing_ok=True)  # (or recovery, if this one dies)
     # The release is committed. What follows is repeated by the next publish if this one dies
@@ -243,18 +456,21 @@ def _write(
 
 
 def _commit_state(
-    conn: sa.Connection, results: list[ShardResult], release_id: int, now
+    conn: sa.Connection,
+    refreshes: list[Refresh],
+    batches: list[NewBatch],
+    release_id: int,
+    now: datetime,
 ) -> list[str]:
     """What this release published, per partition, in the same transaction as the release;
     the aggregate values files it supersedes."""
     superseded = []
-    batches = [b for r in results for b in r.batches]
     if batches:
         conn.execute(
             record_batches.insert(),
             [{**b.model_dump(), "release_id": release_id} for b in batches],
         )
-    for f in (f for r in results for f in r.refreshes):
+    for f in refreshes:
         key = (
             (aggregate_states.c.table_name == f.table_name)
             & (aggregate_states.c.municipality_code == f.municipality_code)
@@ -309,20 +525,21 @@ def publish(
     force: bool = False,
     new_key: bool = False,
     say: Callable[[str], None] = log.info,
+    full: bool = False,
 ) -> Published | None:
     """Recover from any earlier publish that died, then plan, build every shard (in
-    `publish_workers` processes) and finalize."""
+    `publish_workers` processes) and finalize. Incremental unless `full` (or the plan
+    decides a full release is needed: the first one, a contract or key change)."""
     recover(settings, say)
-    p = plan(settings, force=force, new_key=new_key)
+    p = plan(settings, force=force, new_key=new_key, full=full)
     if p is None:
         return None
     claim_staging(settings, p.token)
-    say(
-        f"building {len(p.shards)} shards of {sum(s.rows for s in p.shards):,} validated rows "
-        f"({settings.publish_workers} processes)"
-    )
+    rows = sum(s.rows for s in p.shards)
+    what = "every partition" if p.full else f"{len(p.touched)} partitions"
+    say(f"building {what}: {len(p.shards)} shards of {rows:,} validated rows")
     try:
-        if settings.publish_workers == 1 or len(p.shards) == 1:
+        if settings.publish_workers == 1 or len(p.shards) <= 1 or rows < settings.publish_in_process_rows:
             results = [build_shard(settings, p, s.index) for s in p.shards]
         else:
             from visitshare.db import dispose_all

@@ -60,6 +60,7 @@ class RecordRelease:
     table: pa.Table  # every published row of these partitions (earlier batches and new ones)
     new_batches: list[NewBatch]
     utility: Utility
+    periods: pa.Array | None = None  # each published row's partition month (YYYY-MM)
 
 
 def period_of(base: pa.Table, contract: Contract) -> pa.Array:
@@ -183,7 +184,7 @@ def release_records(
     # rows that would be suppressed wait for more late rows instead.
     held += decide(late_rows, "revision")
     all_decided = pa.concat_tables(ledgers, promote_options="permissive") if ledgers else None
-    result = _materialize(base, ids, dims, sensitive, all_decided, d.k_anonymity, held)
+    result = _materialize(base, ids, dims, sensitive, all_decided, d.k_anonymity, held, periods)
     result.new_batches = new_batches
     return result
 
@@ -204,6 +205,7 @@ def _materialize(
     decided: pa.Table | None,
     k: int,
     held: int,
+    periods: pa.Array,
 ) -> RecordRelease:
     """The shared rows of `base` as the ledgers decided them (rows without a decision: none)."""
     n = base.num_rows
@@ -233,4 +235,4 @@ def _materialize(
         {c: withheld[c][keep] for c in sensitive},
         held=held,
     )
-    return RecordRelease(table, [], report)
+    return RecordRelease(table, [], report, periods.take(pa.array(keep)))

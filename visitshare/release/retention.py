@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from visitshare.db import engine_for
-from visitshare.db.tables import releases
+from visitshare.db.tables import release_files, releases
 from visitshare.release import shared
 from visitshare.release.releases import latest_release
 from visitshare.settings import Settings
@@ -34,13 +34,21 @@ def expire_releases(settings: Settings, now: datetime | None = None) -> list[int
         ids = [r.id for r in old if r.published_at < cutoff]
         if not ids:
             return []
-        for spec in shared.TABLES:
-            if spec.sql and sa.inspect(conn).has_table(spec.sql):
-                t = sa.Table(spec.sql, sa.MetaData(), autoload_with=conn)
-                conn.execute(t.delete().where(t.c.release_id.in_(ids)))
         conn.execute(
             releases.update().where(releases.c.id.in_(ids)).values(status="expired", expired_at=now)
         )
+        # Rows and files no release that is kept shows: superseded at or before the oldest kept.
+        oldest = conn.execute(
+            sa.select(sa.func.min(releases.c.id)).where(releases.c.status == "published")
+        ).scalar()
+        for spec in shared.TABLES:
+            if spec.sql and sa.inspect(conn).has_table(spec.sql):
+                t = sa.Table(spec.sql, sa.MetaData(), autoload_with=conn)
+                if "superseded_by" in t.c:
+                    conn.execute(t.delete().where(t.c.superseded_by <= oldest))
+                else:
+                    conn.execute(t.delete().where(t.c.release_id.in_(ids)))
+        conn.execute(release_files.delete().where(release_files.c.release_to <= oldest))
     cat = shared.catalog(settings)
     for spec in shared.TABLES:
         for rid in ids:

@@ -9,7 +9,6 @@ current snapshot before its release row commits.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +18,11 @@ import sqlalchemy as sa
 
 from visitshare.landing import zones
 from visitshare.settings import Settings
+
+PERIOD = "_period"  # staged record-level rows: their partition's month (never published)
+ALL = "all"  # the period of a table partitioned by municipality only
+
+Partition = tuple[str, str]  # (municipality_code, YYYY-MM or "all")
 
 
 class Level(StrEnum):
@@ -38,6 +42,9 @@ class SharedTable:
     partition_month: str | None = None  # a date column partitioned by month
     sql: str | None = None  # SQL table for BI tools (aggregates only)
     description: str = ""
+    # The column that gives a row's partition month (a date column: its month); None: the
+    # table's partitions are whole municipalities (period "all").
+    period: str | None = None
 
 
 TABLES: tuple[SharedTable, ...] = (
@@ -48,6 +55,7 @@ TABLES: tuple[SharedTable, ...] = (
         ("municipality_code",),
         "visited_date",
         description="Visit outcomes, record level, k-anonymous (household pseudonyms).",
+        period=PERIOD,
     ),
     SharedTable(
         "incidents",
@@ -55,27 +63,31 @@ TABLES: tuple[SharedTable, ...] = (
         Level.TOWN,
         ("municipality_code", "occurred_month"),
         description="Incident reports, record level, k-anonymous; sensitive crimes without town.",
+        period=PERIOD,
     ),
     SharedTable(
         "outcomes_town_month",
         "shared.outcomes_town_month",
         Level.TOWN,
-        ("month",),
+        ("municipality_code", "month"),
         sql="shared_outcomes_town_month",
         description="Programme outcomes per municipality × town × month (suppressed cells null).",
+        period="month",
     ),
     SharedTable(
         "outcomes_municipality_month",
         "shared.outcomes_municipality_month",
         Level.MUNICIPALITY,
-        ("month",),
+        ("municipality_code", "month"),
         sql="shared_outcomes_municipality_month",
         description="Programme outcomes per municipality × month, sensitive categories included.",
+        period="month",
     ),
     SharedTable(
         "before_after_town",
         "shared.before_after_town",
         Level.TOWN,
+        ("municipality_code",),
         sql="shared_before_after_town",
         description="Incidents 90 days before / after each town's first completed visit.",
     ),
@@ -86,6 +98,7 @@ TABLES: tuple[SharedTable, ...] = (
         ("municipality_code",),
         sql="police_repeat_victimization",
         description="Incidents at households visited before, days since the visit (police only).",
+        period="occurred_date",
     ),
 )
 BY_NAME = {t.name: t for t in TABLES}
@@ -134,16 +147,113 @@ def _iceberg_table(cat, spec: SharedTable, schema: pa.Schema):
     return cat.load_table(spec.iceberg)
 
 
-def write_iceberg(cat, spec: SharedTable, data: pa.Table, release_id: int) -> int | None:
-    """Replace the table's content with `data`; the new snapshot id (None: empty table)."""
-    tbl = _iceberg_table(cat, spec, data.schema)
-    with warnings.catch_warnings():  # "Delete operation did not match any records": empty table
-        warnings.simplefilter("ignore", UserWarning)
-        tbl.overwrite(data, snapshot_properties={"visitshare.release": str(release_id)})
-    tbl = cat.load_table(spec.iceberg)
+def partition_keys(spec: SharedTable, data: pa.Table) -> pa.Array:
+    """Each row's partition as one string, "<municipality>|<period>"."""
+    import pyarrow.compute as pc
+
+    munis = data.column("municipality_code")
+    if spec.period is None:
+        periods = pa.array([ALL] * data.num_rows, pa.string())
+    else:
+        periods = data.column(spec.period)
+        if not pa.types.is_string(periods.type):
+            periods = pc.strftime(periods, format="%Y-%m")
+    return pc.binary_join_element_wise(munis, periods, "|").combine_chunks()
+
+
+def split_partitions(spec: SharedTable, data: pa.Table) -> dict[Partition, pa.Table]:
+    """The table's rows per partition (internal columns dropped)."""
+    import pyarrow.compute as pc
+
     if not data.num_rows:
-        return None
-    return tbl.current_snapshot().snapshot_id
+        return {}
+    keys = pc.dictionary_encode(partition_keys(spec, data))
+    codes = keys.indices.to_numpy(zero_copy_only=False)
+    public = data.drop_columns([c for c in data.column_names if c.startswith("_")])
+    out = {}
+    import numpy as np
+
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(keys.dictionary) + 1))
+    for code, key in enumerate(keys.dictionary.to_pylist()):
+        muni, period = key.split("|", 1)
+        out[(muni, period)] = public.take(pa.array(order[bounds[code] : bounds[code + 1]]))
+    return out
+
+
+def public_schema(data: pa.Table) -> pa.Schema:
+    return pa.schema([f for f in data.schema if not f.name.startswith("_")])
+
+
+def write_partitions(
+    cat,
+    spec: SharedTable,
+    schema: pa.Schema,
+    parts: dict[Partition, pa.Table],
+    carried: set[str],
+    release_id: int,
+) -> tuple[int | None, list[dict]]:
+    """Replace the table's data files by `carried` (paths of the files it keeps) plus new files
+    for `parts`, in one Iceberg snapshot (operation overwrite). Files in the current snapshot
+    that are not carried go: the replaced partitions, and anything a write that never
+    committed left. Returns the snapshot id (None: the table has no snapshot) and a row per
+    new file (partition, path, rows, bytes)."""
+    import uuid
+
+    from pyiceberg.io.pyarrow import _dataframe_to_data_files
+
+    tbl = _iceberg_table(cat, spec, schema)
+    current: dict[str, object] = {}
+    snapshot = tbl.current_snapshot()
+    if snapshot is not None:
+        for manifest in snapshot.manifests(tbl.io):
+            for entry in manifest.fetch_manifest_entry(tbl.io, discard_deleted=True):
+                current[entry.data_file.file_path] = entry.data_file
+    missing = carried - set(current)
+    if missing:
+        raise RuntimeError(
+            f"{spec.iceberg}: {len(missing)} file(s) the previous release holds are not in the "
+            "table's current snapshot (was the table changed outside visit-share?)"
+        )
+    write_uuid = uuid.uuid4()
+    new_files, rows = [], []
+    for (muni, period), part in sorted(parts.items()):
+        if not part.num_rows:
+            continue
+        for data_file in _dataframe_to_data_files(
+            table_metadata=tbl.metadata, write_uuid=write_uuid, df=part, io=tbl.io
+        ):
+            new_files.append(data_file)
+            rows.append(
+                {
+                    "table_name": spec.name,
+                    "municipality_code": muni,
+                    "period": period,
+                    "path": data_file.file_path,
+                    "rows": data_file.record_count,
+                    "bytes": data_file.file_size_in_bytes,
+                }
+            )
+    gone = [f for path, f in current.items() if path not in carried]
+    if new_files or gone:
+        with tbl.transaction() as tx:
+            props = {"visitshare.release": str(release_id)}
+            with tx.update_snapshot(snapshot_properties=props).overwrite() as overwrite:
+                for f in gone:
+                    overwrite.delete_data_file(f)
+                for f in new_files:
+                    overwrite.append_data_file(f)
+        tbl = cat.load_table(spec.iceberg)
+    snapshot = tbl.current_snapshot()
+    return (snapshot.snapshot_id if snapshot is not None else None), rows
+
+
+def write_iceberg(cat, spec: SharedTable, data: pa.Table, release_id: int) -> int | None:
+    """Replace the table's whole content with `data` (one snapshot); its id (None: no rows)."""
+    snap, _ = write_partitions(
+        cat, spec, public_schema(data), split_partitions(spec, data), set(), release_id
+    )
+    return snap if data.num_rows else None
 
 
 def read_iceberg(cat, spec: SharedTable, snapshot_id: int | None, row_filter=None) -> pa.Table:
@@ -191,10 +301,50 @@ def _sql_type(t: pa.DataType) -> sa.types.TypeEngine:
 
 
 def sql_table(name: str, schema: pa.Schema, metadata: sa.MetaData) -> sa.Table:
-    """A shared SQL table: `release_id` plus the Arrow schema's columns."""
-    columns = [sa.Column("release_id", sa.Integer, nullable=False, index=True)]
-    columns += [sa.Column(f.name, _sql_type(f.type)) for f in schema]
+    """A shared SQL table: the Arrow schema's columns, plus which releases show each row: a
+    row is in release N when `release_id <= N` and (`superseded_by` is null or `N <
+    superseded_by`). An incremental release supersedes the rows of the partitions it
+    recomputed and inserts their new rows; the other rows stay as they are."""
+    columns = [
+        sa.Column("release_id", sa.Integer, nullable=False, index=True),
+        sa.Column("superseded_by", sa.Integer, index=True),
+    ]
+    columns += [sa.Column(f.name, _sql_type(f.type)) for f in schema if not f.name.startswith("_")]
     return sa.Table(name, metadata, *columns)
+
+
+def in_release(table: sa.Table, release_id: int):
+    """The SQL condition of the rows a release shows."""
+    return (table.c.release_id <= release_id) & (
+        table.c.superseded_by.is_(None) | (table.c.superseded_by > release_id)
+    )
+
+
+def supersede_sql_rows(
+    conn: sa.Connection,
+    table: sa.Table,
+    spec: SharedTable,
+    partitions: set[Partition] | None,
+    release_id: int,
+) -> None:
+    """Mark the current rows of `partitions` (None: every partition) superseded by the release."""
+    current = table.c.superseded_by.is_(None)
+    if partitions is None:
+        conn.execute(table.update().where(current).values(superseded_by=release_id))
+        return
+    for muni, period in sorted(partitions):
+        where = current & (table.c.municipality_code == muni)
+        if spec.period == "month":
+            where &= table.c.month == period
+        elif spec.period is not None:  # a date column
+            from datetime import date
+
+            year, month = int(period[:4]), int(period[5:7])
+            start = date(year, month, 1)
+            end = date(year + month // 12, month % 12 + 1, 1)
+            column = table.c[spec.period]
+            where &= (column >= start) & (column < end)
+        conn.execute(table.update().where(where).values(superseded_by=release_id))
 
 
 def ensure_sql_table(conn: sa.Connection, name: str, schema: pa.Schema) -> sa.Table:
@@ -212,10 +362,19 @@ def ensure_sql_table(conn: sa.Connection, name: str, schema: pa.Schema) -> sa.Ta
             conn.exec_driver_sql(
                 f"ALTER TABLE {prep.quote(name)} ADD COLUMN {prep.quote(col.name)} {ddl}"
             )
+    if "superseded_by" not in existing:  # made when every release inserted all its rows
+        conn.execute(
+            target.update()
+            .where(
+                target.c.release_id < sa.select(sa.func.max(target.c.release_id)).scalar_subquery()
+            )
+            .values(superseded_by=target.c.release_id + 1)
+        )
     return target
 
 
 def insert_sql_rows(conn: sa.Connection, table: sa.Table, data: pa.Table, release_id: int) -> None:
+    data = data.drop_columns([c for c in data.column_names if c.startswith("_")])
     batch = 5000
     for offset in range(0, data.num_rows, batch):
         rows = data.slice(offset, batch).to_pylist()
