@@ -139,5 +139,10 @@ def first_landed_schema(engine) -> None:
             table.to_metadata(old)
     later = {"plan_token", "completed_at", "closed_through", "full"}
     sa.Table("releases", old, *[c.copy() for c in releases.columns if c.name not in later])
-    sa.Table("curated_files", old, *[c.copy() for c in curated_files.columns if c.name != "seq"])
+    sa.Table(
+        "curated_files",
+        old,
+        *[c.copy() for c in curated_files.columns if c.name != "seq"],
+        *[sa.Index(i.name, *[c.name for c in i.columns]) for i in curated_files.indexes],
+    )
     old.create_all(engine)

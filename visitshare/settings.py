@@ -6,6 +6,7 @@ environment: code receives a `Settings` instance and asks it.
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Literal
 
@@ -94,6 +95,11 @@ class Settings(BaseSettings):
     # starting workers (each importing pyarrow, DuckDB, OpenDP) costs more than it saves.
     publish_in_process_rows: int = Field(200_000, ge=0)
     partners_file: Path = REPO_ROOT / "infra" / "partners.yaml"
+    # Maintenance (`visitshare maintain`, the maintain_tables DAG): a partition with at least
+    # this many files smaller than the size below is compacted (validated zone) or rewritten
+    # (shared Iceberg tables) into one file; larger files are left as they are.
+    maintain_min_files: int = Field(2, ge=2)
+    maintain_small_file_bytes: int = Field(64 * 2**20, ge=1024)
 
     # Airflow's API server on loopback (`visitshare up`, `make run`).
     airflow_api_port: int = Field(8080, ge=1, le=65535)
@@ -133,7 +139,7 @@ class Settings(BaseSettings):
 
     @property
     def lake(self) -> Path:
-        return (self.lake_dir or self.var / "lake").resolve()
+        return _resolved(self.lake_dir or self.var / "lake")
 
     @property
     def reports_dir(self) -> Path:
@@ -158,3 +164,9 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The physical topic name for a declared topic."""
         return f"{self.topic_prefix}{name}"
+
+
+@functools.lru_cache(maxsize=256)
+def _resolved(path: Path) -> Path:
+    """`path.resolve()`, once per path (the lake's path is asked for per file)."""
+    return path.resolve()

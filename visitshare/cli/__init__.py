@@ -17,6 +17,7 @@ from visitshare.cli import (
     contracts,
     db,
     landing,
+    maintain,
     partner,
     produce,
     quality,
@@ -48,6 +49,7 @@ app.command()(quality.validate)
 app.add_typer(quality.app, name="quarantine")
 app.command()(release.publish)
 app.add_typer(release.app, name="releases")
+app.command()(maintain.maintain)
 app.add_typer(audit.app, name="audit")
 app.command()(partner.pull)
 app.add_typer(partner.app, name="partner")

@@ -16,7 +16,23 @@ ROLES_FILE = "outcomes.yaml"
 
 
 def outcome_roles(contracts_dir: Path) -> dict[str, Contract]:
-    """role → contract, as declared in `<contracts_dir>/outcomes.yaml`."""
+    """role → contract, as declared in `<contracts_dir>/outcomes.yaml` (parsed once per
+    version of the folder's files: a release asks many times)."""
+    stamp = tuple(
+        (p.name, p.stat().st_mtime_ns, p.stat().st_size)
+        for p in sorted(contracts_dir.glob("*.yaml"))
+    )
+    key = (str(contracts_dir.resolve()), stamp)
+    if key not in _CACHE:
+        _CACHE.clear()
+        _CACHE[key] = _load_roles(contracts_dir)
+    return dict(_CACHE[key])
+
+
+_CACHE: dict[tuple, dict[str, Contract]] = {}
+
+
+def _load_roles(contracts_dir: Path) -> dict[str, Contract]:
     path = contracts_dir / ROLES_FILE
     registry = ContractRegistry.load(contracts_dir)
     try:

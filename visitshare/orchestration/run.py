@@ -62,15 +62,16 @@ def _caught_up(
     settings: Settings, expected: dict[str, int], since: datetime, topics: list[str]
 ) -> bool:
     """Everything published landed, every landed event file validated, and released."""
-    from visitshare.db.tables import curated_files
+    from visitshare.db.tables import content_seq, curated_files
     from visitshare.landing.manifest import pending_raw_files
     from visitshare.release.releases import latest_release
 
     engine = engine_for(settings)
     with engine.connect() as conn:
         landed = _landed_since(conn, since)
+        # by content sequence, as releases count (a compacted file's id is newer than its rows)
         newest_validated = conn.execute(
-            sa.select(sa.func.max(curated_files.c.id)).where(curated_files.c.zone == "validated")
+            sa.select(sa.func.max(content_seq())).where(curated_files.c.zone == "validated")
         ).scalar()
         latest = latest_release(conn)
     if any(landed.get(t, 0) < n for t, n in expected.items()):

@@ -8,6 +8,7 @@ JSON form to XCom); the work itself is done by the packages (`consumers.landing`
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
@@ -15,6 +16,9 @@ from visitshare.producing.topics import dataset_topics
 from visitshare.quality.records import ValidationSummary
 from visitshare.release.models import Plan, ShardResult
 from visitshare.settings import Settings
+
+if TYPE_CHECKING:
+    from visitshare.release.maintain import MaintainReport
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +159,22 @@ def finalize_release(
     for line in published.report.summary_lines():
         log.info("disclosure: %s", line)
     return summary
+
+
+# -- maintenance ------------------------------------------------------------------------------
+def maintain_tables(settings: Settings | None = None) -> MaintainReport:
+    """Compact the validated zone, rewrite small Iceberg files, expire snapshots past
+    retention, remove unreferenced files (`visitshare.release.maintain`)."""
+    from visitshare.release.maintain import maintain
+
+    settings = settings or Settings()
+    report = maintain(settings, log.info)
+    for what, count in report.summary():
+        log.info("%s: %s", what, count)
+    for f in report.validated.failures:
+        log.error("not compacted: %s %s %s: %s", f.dataset, f.municipality_code, f.month, f.reason)
+    for line in report.iceberg_failures:
+        log.error("not rewritten: %s", line)
+    for line in report.iceberg_skipped:
+        log.warning("skipped: %s", line)
+    return report

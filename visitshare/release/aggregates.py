@@ -18,12 +18,13 @@ partition is refreshed, unless the contract's policy says not yet:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pydantic import BaseModel
 
 from visitshare.contracts.model import AggregatePolicy
@@ -120,28 +121,46 @@ def fingerprint(table: pa.Table) -> str:
 
 
 def _split(table: pa.Table, spec: TableSpec) -> dict[tuple[str, str], pa.Table]:
+    """The table's rows per partition (row order kept within each)."""
     if not table.num_rows:
         return {}
-    munis = table.column("municipality_code").to_pylist()
-    periods = table.column("month").to_pylist() if spec.by_month else ["all"] * table.num_rows
-    groups: dict[tuple[str, str], list[int]] = {}
-    for i, key in enumerate(zip(munis, periods, strict=True)):
-        groups.setdefault(key, []).append(i)
-    return {k: table.take(pa.array(v)) for k, v in groups.items()}
+    munis = table.column("municipality_code")
+    periods = table.column("month") if spec.by_month else pa.array(["all"] * table.num_rows)
+    joined = pc.binary_join_element_wise(munis, periods, "|")
+    if isinstance(joined, pa.ChunkedArray):
+        joined = joined.combine_chunks()
+    keys = pc.dictionary_encode(joined)
+    codes = keys.indices.to_numpy(zero_copy_only=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.searchsorted(codes[order], np.arange(len(keys.dictionary) + 1))
+    out = {}
+    for code, key in enumerate(keys.dictionary.to_pylist()):
+        muni, period = key.split("|", 1)
+        out[(muni, period)] = table.take(pa.array(order[bounds[code] : bounds[code + 1]]))
+    return out
 
 
 class ValuesStore:
     """The published values of aggregate partitions, kept in the police zone: one Parquet file
     per table, shard and release holds every partition that release refreshed (`path` in
-    `aggregate_states`); read once per file, then split by partition."""
+    `aggregate_states`); read once per file, then split by partition. `municipalities`: only
+    their rows are kept (a release that recomputes a few partitions reads few of a file's)."""
 
-    def __init__(self, read: Callable[[str], pa.Table]):
+    def __init__(
+        self, read: Callable[[str], pa.Table], municipalities: Collection[str] | None = None
+    ):
         self._read = read
+        self._munis = pa.array(sorted(municipalities), pa.string()) if municipalities else None
         self._files: dict[str, dict[tuple[str, str], pa.Table]] = {}
 
     def get(self, spec: TableSpec, path: str, key: tuple[str, str]) -> pa.Table:
         if path not in self._files:
-            self._files[path] = _split(self._read(path), spec)
+            table = self._read(path)
+            if self._munis is not None:
+                table = table.filter(
+                    pc.is_in(table.column("municipality_code"), value_set=self._munis)
+                )
+            self._files[path] = _split(table, spec)
         return self._files[path][key]
 
 

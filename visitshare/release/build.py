@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
@@ -70,9 +71,8 @@ def _read(settings: Settings, paths: list[str], contract: Contract) -> pa.Table:
     schema = validated_schema(contract)
     if not paths:
         return schema.empty_table()
-    return pa.concat_tables(
-        [pq.read_table(settings.lake / p, schema=schema) for p in paths]
-    ).combine_chunks()
+    files = [str(settings.lake / p) for p in paths]  # read in parallel, in this order
+    return ds.dataset(files, schema=schema, format="parquet").to_table().combine_chunks()
 
 
 def household_namespace(visits: Contract) -> str:
@@ -137,7 +137,7 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
     reports: dict[str, AggregateReport] = {}
     refreshes: list[Refresh] = []
 
-    store = ValuesStore(lambda path: pq.read_table(settings.lake / path))
+    store = ValuesStore(lambda path: pq.read_table(settings.lake / path), shard.municipalities)
     for name, spec in SPECS.items():
         if not spec.by_month:
             continue  # spans every month: computed in finalize, from the whole history
@@ -195,9 +195,15 @@ def load_state(
     state = ReleaseState()
     wanted = set(partitions) if partitions is not None else None
     with engine_for(settings).connect() as conn:
-        batches = conn.execute(
-            sa.select(record_batches).where(record_batches.c.municipality_code.in_(municipalities))
-        ).all()
+        batches = (
+            conn.execute(
+                sa.select(record_batches).where(
+                    record_batches.c.municipality_code.in_(municipalities)
+                )
+            ).all()
+            if tables is None  # only aggregate tables asked for: no ledgers
+            else []
+        )
         query = sa.select(aggregate_states).where(
             aggregate_states.c.municipality_code.in_(municipalities)
         )
@@ -209,7 +215,9 @@ def load_state(
     for dataset in {b.dataset for b in batches}:
         mine = [b for b in batches if b.dataset == dataset]
         # a ledger file holds the batches of one release's shard: keep this shard's rows
-        files = [pq.read_table(settings.lake / p) for p in sorted({b.path for b in mine})]
+        # in decision order (a row decided again, e.g. held then published: the last counts)
+        order = {b.path: (b.release_id, b.path) for b in mine}
+        files = [pq.read_table(settings.lake / p) for p in sorted(order, key=order.__getitem__)]
         rows = pa.concat_tables(files, promote_options="permissive")
         keep = pc.is_in(rows.column("municipality_code"), pa.array(municipalities))
         if wanted is not None:
@@ -234,7 +242,20 @@ def load_state(
 
 
 def output_schemas(settings: Settings) -> dict[str, pa.Schema]:
-    """The schema of every shared table under the current contracts (from empty inputs)."""
+    """The schema of every shared table under the current contracts (from empty inputs;
+    computed once per version of the contracts)."""
+    roles = outcome_roles(settings.contracts_dir)
+    key = tuple(sorted((c.id, c.fingerprint) for c in roles.values()))
+    if key not in _SCHEMAS:
+        _SCHEMAS.clear()
+        _SCHEMAS[key] = _output_schemas(settings)
+    return dict(_SCHEMAS[key])
+
+
+_SCHEMAS: dict[tuple, dict[str, pa.Schema]] = {}
+
+
+def _output_schemas(settings: Settings) -> dict[str, pa.Schema]:
     from visitshare.quality.validate import validated_schema
     from visitshare.release.aggregates import AggregateReport, protect
     from visitshare.release.hierarchy import dimensions

@@ -2,15 +2,18 @@
 
 The before/after table (a town's first completed visit, incidents 90 days either side) and
 the repeat-victimization join (earlier visits of a victim's household) depend on every month,
-not on one partition. A release reads the few columns they need from every validated file
-(one dataset scan, projected), and recomputes them for the partitions whose inputs changed.
+not on one partition. A release asks DuckDB for just what they need of every validated file
+(the first completed visit per town; the visits of given households; the incidents, a few
+columns), and recomputes them for the partitions whose inputs changed.
 """
 
 from __future__ import annotations
 
+import os
+
+import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
 import sqlalchemy as sa
 
 from visitshare.contracts import Contract
@@ -18,16 +21,11 @@ from visitshare.db import engine_for
 from visitshare.db.tables import content_seq, curated_files
 from visitshare.settings import Settings
 
-VISITS = ["municipality_code", "town", "household_id", "visited_at", "outcome"]
+TOKYO = "Asia/Tokyo"
 INCIDENTS = ["municipality_code", "town", "victim_household_id", "crime_type", "occurred_at"]
 
 
-def read(
-    settings: Settings, contract: Contract, columns: list[str], upto: int, since: int = 0
-) -> pa.Table:
-    """`columns` of the dataset's validated rows whose content sequence is in (since, upto]."""
-    from visitshare.quality.validate import validated_schema
-
+def _paths(settings: Settings, contract: Contract, upto: int, since: int) -> list[str]:
     with engine_for(settings).connect() as conn:
         paths = (
             conn.execute(
@@ -44,11 +42,130 @@ def read(
             .scalars()
             .all()
         )
+    lake = settings.lake
+    return [str(lake / p) for p in paths]
+
+
+class Session:
+    """One DuckDB connection for a release's history queries: the files' Parquet metadata is
+    read once (object cache), not once per query."""
+
+    def __init__(self) -> None:
+        self.con = duckdb.connect()
+        self.con.execute(f"SET TimeZone='{TOKYO}'")
+        self.con.execute("SET enable_object_cache = true")
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _select(
+    settings: Settings,
+    contract: Contract,
+    columns: list[str],
+    upto: int,
+    since: int = 0,
+    where: str = "",
+    group: bool = False,
+    params: dict | None = None,
+    session: Session | None = None,
+) -> pa.Table:
+    """One DuckDB query over the dataset's validated files (content sequence in (since,
+    upto]); DuckDB scans many files' few columns, filters and aggregates in parallel, without
+    materializing what it does not return."""
+    from visitshare.quality.validate import validated_schema
+
     schema = validated_schema(contract)
-    if not paths:
-        return pa.schema([schema.field(c) for c in columns]).empty_table()
-    dataset = ds.dataset([str(settings.lake / p) for p in paths], schema=schema, format="parquet")
-    return dataset.to_table(columns=columns)
+    target = pa.schema([schema.field(c.split(" AS ")[-1].strip('"')) for c in columns])
+    files = _paths(settings, contract, upto, since)
+    if not files:
+        return target.empty_table()
+    missing = [f for f in files if not os.path.exists(f)]
+    if missing:  # the manifest lists it: the lake lost a file
+        raise FileNotFoundError(f"{missing[0]} (a validated file in the manifest) is missing")
+    # The folders are named like Hive partitions (municipality_code=13104/): the columns
+    # come from the files only, never from their paths. Columns and conditions are this
+    # module's own text; values (files, codes, ids) are bound parameters.
+    sql = (
+        f"SELECT {', '.join(columns)} FROM read_parquet($files, union_by_name = true, "  # noqa: S608
+        f"hive_partitioning = false) {'WHERE ' + where if where else ''} "
+        f"{'GROUP BY ALL' if group else ''}"
+    )
+    own = session is None
+    session = session or Session()
+    try:
+        table = session.con.sql(sql, params={"files": files, **(params or {})}).to_arrow_table()
+    finally:
+        if own:
+            session.close()
+    return table.cast(target)
+
+
+def read(
+    settings: Settings,
+    contract: Contract,
+    columns: list[str],
+    upto: int,
+    since: int = 0,
+    session: Session | None = None,
+) -> pa.Table:
+    """`columns` of the dataset's validated rows whose content sequence is in (since, upto]."""
+    return _select(settings, contract, [_quote(c) for c in columns], upto, since, session=session)
+
+
+def first_completed_visits(
+    settings: Settings,
+    contract: Contract,
+    upto: int,
+    municipalities: list[str],
+    session: Session | None = None,
+) -> pa.Table:
+    """Per town of `municipalities`, its first completed visit, shaped as visit rows
+    (municipality_code, town, visited_at, outcome): what the before/after table needs of the
+    whole visit history."""
+    return _select(
+        settings,
+        contract,
+        ["municipality_code", "town", "min(visited_at) AS visited_at", "outcome"],
+        upto,
+        where="outcome = 'completed' AND municipality_code IN (SELECT unnest($munis::VARCHAR[]))",
+        group=True,
+        params={"munis": municipalities},
+        session=session,
+    )
+
+
+def visits_of(
+    settings: Settings,
+    contract: Contract,
+    upto: int,
+    households: list[str],
+    session: Session | None = None,
+) -> pa.Table:
+    """Every validated visit (household_id, visited_at) of the given households."""
+    if not households:
+        return _select(
+            settings, contract, ["household_id", "visited_at"], upto, where="false", session=session
+        )
+    return _select(
+        settings,
+        contract,
+        ["household_id", "visited_at"],
+        upto,
+        where="household_id IN (SELECT unnest($households::VARCHAR[]))",
+        params={"households": households},
+        session=session,
+    )
+
+
+def _quote(column: str) -> str:
+    return '"' + column.replace('"', '""') + '"'
 
 
 def month_keys(munis: pa.Array | pa.ChunkedArray, times: pa.Array | pa.ChunkedArray) -> pa.Array:

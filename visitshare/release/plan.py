@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from visitshare.contracts.roles import outcome_roles
 from visitshare.db import engine_for
 from visitshare.db.tables import aggregate_states, content_seq, curated_files
+from visitshare.quality.compact import validated_lineage
 from visitshare.release import keys
 from visitshare.release.errors import ReleaseError
 from visitshare.release.models import Plan, Shard
@@ -59,6 +60,15 @@ def plan(
             .where(curated_files.c.zone == "validated", curated_files.c.rows > 0)
             .order_by(seq)
         ).all()
+        # What the fingerprint covers: the validated files as validation wrote them, also
+        # those compaction replaced since (so compaction changes nothing a plan compares).
+        lineage = (
+            conn.execute(
+                sa.select(content_seq()).where(validated_lineage(), curated_files.c.rows > 0)
+            )
+            .scalars()
+            .all()
+        )
         latest = latest_release(conn)
         stale = conn.execute(
             sa.select(aggregate_states.c.municipality_code, aggregate_states.c.period).where(
@@ -80,7 +90,7 @@ def plan(
     closed_through = last_closed_month(now, closing)
     upto = max(f.seq for f in files)
     fingerprint = hashlib.sha256(
-        json.dumps([sorted(f.seq for f in files), contracts, key_fp, closed_through]).encode()
+        json.dumps([sorted(lineage), contracts, key_fp, closed_through]).encode()
     ).hexdigest()
     if latest is not None and latest.input_fingerprint == fingerprint and not force:
         return None
@@ -105,6 +115,8 @@ def plan(
         if (f.municipality_code, f.month) in touched:
             rows[f.municipality_code] += f.rows
     n = max(1, min(len(rows), settings.publish_workers * 2))  # one (empty) shard at least
+    if sum(rows.values()) < settings.publish_in_process_rows:
+        n = 1  # built in the publishing process: one shard reads each state file once
     bins: list[tuple[int, list[str]]] = [(0, []) for _ in range(n)]
     for muni in sorted(rows, key=lambda m: (-rows[m], m)):  # largest first, into the lightest
         i = min(range(n), key=lambda j: bins[j][0])

@@ -135,6 +135,20 @@ def _previous_tables(
     return out
 
 
+def _refreshed(refreshes: list[Refresh]) -> set[Partition]:
+    """The partitions whose published values a release changes (refreshed, not stale)."""
+    return {(f.municipality_code, f.period) for f in refreshes if not f.stale}
+
+
+def _only(spec: shared.SharedTable, table: pa.Table, parts: set[Partition] | None) -> pa.Table:
+    """The rows of `table` in `parts` (None: all): what a release writes and audits."""
+    if parts is None or not table.num_rows:
+        return table
+    keys = shared.partition_keys(spec, table)
+    wanted = pa.array(sorted(f"{m}|{p}" for m, p in parts), pa.string())
+    return table.filter(pc.is_in(keys, value_set=wanted))
+
+
 def _gather(settings: Settings, results: list[ShardResult], name: str) -> pa.Table:
     tables = [pq.read_table(settings.lake / r.staged[name]) for r in results]
     if not tables:
@@ -190,17 +204,32 @@ def _report(
     )
 
 
+Spanning = tuple[
+    dict[str, pa.Table], dict[str, set[Partition] | None], AggregateReport, list[Refresh]
+]
+
+
 def _spanning_tables(
     settings: Settings, plan_: Plan, roles: dict[str, Contract], key: bytes
-) -> tuple[dict[str, pa.Table], dict[str, set[Partition] | None], AggregateReport, list[Refresh]]:
+) -> Spanning:
     """The tables that span months, for the partitions whose inputs changed: before/after per
     municipality (every municipality with a recomputed partition, and the stale ones) and
     repeat victimization per incident month (new incidents, and earlier incidents of
     households with a new visit before them)."""
+    with history.Session() as hs:
+        return _spanning(settings, plan_, roles, key, hs)
+
+
+def _spanning(
+    settings: Settings,
+    plan_: Plan,
+    roles: dict[str, Contract],
+    key: bytes,
+    hs: history.Session,
+) -> Spanning:
     cv, ci = roles["visits"], roles["incidents"]
     cats = Categories.from_contracts(cv, ci)
-    visits = history.read(settings, cv, history.VISITS, plan_.validated_upto)
-    incidents = history.read(settings, ci, history.INCIDENTS, plan_.validated_upto)
+    incidents = history.read(settings, ci, history.INCIDENTS, plan_.validated_upto, session=hs)
     # before / after the first completed visit, per municipality
     with engine_for(settings).connect() as conn:
         stale = set(
@@ -210,13 +239,12 @@ def _spanning_tables(
                 )
             ).scalars()
         )
-    if plan_.full:
-        munis = set(visits.column("municipality_code").unique().to_pylist())
-    else:
-        munis = {m for m, _ in plan_.touched} | stale
+    munis = {m for m, _ in plan_.touched} | stale  # full: every partition is touched
     wanted = pa.array(sorted(munis), pa.string())
     true = before_after(
-        visits.filter(pc.is_in(visits.column("municipality_code"), value_set=wanted)),
+        history.first_completed_visits(
+            settings, cv, plan_.validated_upto, sorted(munis), session=hs
+        ),
         incidents.filter(pc.is_in(incidents.column("municipality_code"), value_set=wanted)),
         cats,
     )
@@ -234,14 +262,14 @@ def _spanning_tables(
         state.aggregates.get(name, {}),
         plan_.as_of,
         cv.disclosure.close_after_days,
-        ValuesStore(lambda path: pq.read_table(settings.lake / path)),
+        ValuesStore(lambda path: pq.read_table(settings.lake / path), munis),
         values_path.as_posix(),
     )
     if stored is not None:
         write_parquet(stored, settings.lake / values_path)
     out = {name: table}
     replaced: dict[str, set[Partition] | None] = {
-        name: None if plan_.full else {(m, shared.ALL) for m in munis}
+        name: None if plan_.full else _refreshed(refreshes)
     }
     # repeat victimization, per incident month
     if plan_.full:
@@ -249,11 +277,18 @@ def _spanning_tables(
         replaced["repeat_victimization"] = None
     else:
         new_visits = history.read(
-            settings, cv, ["household_id", "visited_at"], plan_.validated_upto, plan_.previous_upto
+            settings,
+            cv,
+            ["household_id", "visited_at"],
+            plan_.validated_upto,
+            plan_.previous_upto,
+            session=hs,
         )
         parts = set(plan_.touched) | history.revisited(incidents, new_visits)
         chosen = history.in_partitions(incidents, "occurred_at", parts)
         replaced["repeat_victimization"] = parts
+    victims = chosen.column("victim_household_id").drop_null().unique().to_pylist()
+    visits = history.visits_of(settings, cv, plan_.validated_upto, victims, session=hs)
     out["repeat_victimization"] = repeat_victimization(visits, chosen, key, household_namespace(cv))
     return out, replaced, report, refreshes
 
@@ -293,9 +328,18 @@ def finalize(
         )
     release_id = (top or 0) + 1
     data = {name: _gather(settings, results, name) for name in RECORD_AND_MONTHLY}
+    # Partitions whose published rows may change: record-level ones wherever recomputed,
+    # aggregate ones where refreshed (a carried or stale partition keeps its values: its files
+    # stay as they are).
     touched = set(plan_.touched)
+    refreshes = [f for r in results for f in r.refreshes]
     replaced: dict[str, set[Partition] | None] = {
-        name: None if plan_.full else touched for name in RECORD_AND_MONTHLY
+        name: None
+        if plan_.full
+        else touched
+        if name in ("visits", "incidents")
+        else _refreshed([f for f in refreshes if f.table_name == name])
+        for name in RECORD_AND_MONTHLY
     }
     key = keys.load_key(settings)
     if keys.fingerprint(key) != plan_.key_fingerprint:
@@ -303,6 +347,7 @@ def finalize(
     spanning, more, ba_report, ba_refreshes = _spanning_tables(settings, plan_, roles, key)
     data.update(spanning)
     replaced.update(more)
+    data = {name: _only(shared.table(name), table, replaced[name]) for name, table in data.items()}
     now = settings.clock.now()
     previous = _previous_tables(settings, latest, replaced)
     scope = (
@@ -539,7 +584,11 @@ def publish(
     what = "every partition" if p.full else f"{len(p.touched)} partitions"
     say(f"building {what}: {len(p.shards)} shards of {rows:,} validated rows")
     try:
-        if settings.publish_workers == 1 or len(p.shards) <= 1 or rows < settings.publish_in_process_rows:
+        if (
+            settings.publish_workers == 1
+            or len(p.shards) <= 1
+            or rows < settings.publish_in_process_rows
+        ):
             results = [build_shard(settings, p, s.index) for s in p.shards]
         else:
             from visitshare.db import dispose_all

@@ -41,6 +41,7 @@ from visitshare.release.recode import (
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 EVENT_ID = "event_id"
+HELD = "held"  # a ledger row of a revision that waits for more late rows of its partition
 
 
 class NewBatch(BaseModel):
@@ -132,10 +133,18 @@ def release_records(
     is_closed = np.array([closed(k[1], as_of, d.close_after_days) for k in keys], bool)
     has_batch = np.array([k in earlier.batched for k in keys], bool)
     decided = _decided_index(ids, earlier.rows)
+    was_held = _held(earlier.rows, decided)
     row_closed = is_closed[partition] if n else np.zeros(0, bool)
     close_rows = np.flatnonzero(row_closed & ~has_batch[partition])
-    late_rows = np.flatnonzero(row_closed & has_batch[partition] & (decided < 0))
-    held = int((~row_closed).sum())
+    # Late rows of a partition that has a batch: the new ones, with the ones an earlier
+    # revision held back, decided together, but only where a new one arrived: a partition
+    # without new late rows keeps its held rows held (a full rebuild decides exactly what the
+    # incremental releases decided).
+    late = row_closed & has_batch[partition] & ((decided < 0) | was_held)
+    fresh = np.zeros(len(keys), bool)
+    fresh[partition[late & (decided < 0)]] = True
+    late_rows = np.flatnonzero(late & fresh[partition])
+    held = int((~row_closed).sum()) + int((late & ~fresh[partition]).sum())
     min_place = np.where(municipality_only, 2, 0).astype(np.int8)
     new_batches: list[NewBatch] = []
     ledgers = [earlier.rows] if earlier.rows is not None else []
@@ -153,30 +162,30 @@ def release_records(
         withheld = {c: np.zeros(len(idx), bool) for c in sensitive}
         for c, m in masks.items():
             withheld[c][kept[m]] = True
-        # A revision's rows in classes smaller than k wait for more late rows (not in a ledger).
-        take = np.flatnonzero(~rec.suppressed) if kind == "revision" else np.arange(len(idx))
-        if not len(take):
-            return len(idx)
+        # A revision's rows in classes smaller than k wait for more late rows: in the ledger
+        # as held, decided again with the next late rows of their partition.
+        waiting = rec.suppressed if kind == "revision" else np.zeros(len(idx), bool)
         ledger = pa.table(
             {
-                EVENT_ID: ids.take(pa.array(idx[take])),
-                "municipality_code": munis.take(pa.array(idx[take])),
-                "period": periods.take(pa.array(idx[take])),
-                "published": pa.array(~rec.suppressed[take]),
-                **{f"level_{x.name}": pa.array(rec.levels[x.name][take], pa.int8()) for x in dims},
-                **{f"withheld_{c}": pa.array(withheld[c][take]) for c in sensitive},
+                EVENT_ID: ids.take(pa.array(idx)),
+                "municipality_code": munis.take(pa.array(idx)),
+                "period": periods.take(pa.array(idx)),
+                "published": pa.array(~rec.suppressed),
+                HELD: pa.array(waiting),
+                **{f"level_{x.name}": pa.array(rec.levels[x.name], pa.int8()) for x in dims},
+                **{f"withheld_{c}": pa.array(withheld[c]) for c in sensitive},
             }
         )
         path = write_ledger(kind, ledger)
         ledgers.append(ledger)
-        published_per = np.bincount(part[take][~rec.suppressed[take]], minlength=len(keys))
-        for code in np.unique(part[take]).tolist():
+        published_per = np.bincount(part[~rec.suppressed], minlength=len(keys))
+        for code in np.unique(part).tolist():
             muni, per = keys[code]
             new_batches.append(
                 NewBatch(dataset=contract.name, municipality_code=muni, period=per, kind=kind,
                          rows=int(published_per[code]), node=rec.nodes.get(code, {}), path=path)
             )  # fmt: skip
-        return len(idx) - len(take)
+        return int(waiting.sum())
 
     decide(close_rows, "close")
     # Late rows are a batch of their own: recoded among themselves (each class ≥ k within the
@@ -190,11 +199,23 @@ def release_records(
 
 
 def _decided_index(ids: pa.Array, ledger: pa.Table | None) -> np.ndarray:
-    """For each event id, its row in `ledger`, or -1."""
+    """For each event id, its latest row in `ledger` (rows in decision order), or -1."""
     if ledger is None or not ledger.num_rows or not len(ids):
         return np.full(len(ids), -1, np.int64)
-    where = pc.index_in(ids, value_set=ledger.column(EVENT_ID).combine_chunks())
-    return pc.fill_null(where, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    last = ledger.num_rows - 1
+    reversed_ids = ledger.column(EVENT_ID).combine_chunks().take(pa.array(np.arange(last, -1, -1)))
+    where = pc.fill_null(pc.index_in(ids, value_set=reversed_ids), -1)
+    at = where.to_numpy(zero_copy_only=False).astype(np.int64)
+    return np.where(at >= 0, last - at, -1)
+
+
+def _held(ledger: pa.Table | None, at: np.ndarray) -> np.ndarray:
+    """Whether each row's latest decision held it back (a revision row waiting for more)."""
+    if ledger is None or HELD not in ledger.column_names or not len(at):
+        return np.zeros(len(at), bool)
+    flags = pc.fill_null(ledger.column(HELD), False).combine_chunks()
+    values = flags.take(pa.array(np.where(at >= 0, at, 0))).to_numpy(zero_copy_only=False)
+    return (at >= 0) & values.astype(bool)
 
 
 def _materialize(
@@ -210,7 +231,7 @@ def _materialize(
     """The shared rows of `base` as the ledgers decided them (rows without a decision: none)."""
     n = base.num_rows
     at = _decided_index(ids, decided)
-    in_ledger = at >= 0
+    in_ledger = (at >= 0) & ~_held(decided, at)  # held rows are not decided yet
     rows = pa.array(np.where(in_ledger, at, 0))
 
     def column(name: str, dtype) -> np.ndarray:

@@ -8,6 +8,9 @@ A publish can die at any moment (SIGKILL, power, an Airflow worker lost). What i
   holding the publish lock, so no write is under way);
 - a committed release whose steps after the commit did not run (snapshot tags, disclosure
   report): completed, from what its `releases` row holds;
+- a maintenance rewrite (`visitshare.release.maintain`) that committed its Iceberg snapshot
+  but not the `releases` row naming it: the table's current snapshot is set back to the
+  release's; one that committed both but did not move the release's tag: the tag is moved;
 - release notices not sent yet: sent.
 
 `recover` does all of it and is idempotent; every publish (CLI and Airflow) calls it first.
@@ -51,6 +54,7 @@ AIRFLOW_STAGING_TTL = timedelta(hours=2)
 
 class RecoveryReport(BaseModel):
     completed_releases: list[int] = []
+    snapshots_realigned: list[str] = []
     staging_removed: list[str] = []
     orphan_files_removed: int = 0
     state_files_removed: int = 0
@@ -60,6 +64,8 @@ class RecoveryReport(BaseModel):
         out = []
         if self.completed_releases:
             out.append(f"completed releases {self.completed_releases} (tags, report)")
+        if self.snapshots_realigned:
+            out.append(f"realigned with their releases: {', '.join(self.snapshots_realigned)}")
         if self.staging_removed:
             out.append(f"removed {len(self.staging_removed)} abandoned staging folder(s)")
         if self.orphan_files_removed:
@@ -118,18 +124,38 @@ def _abandoned(settings: Settings, folder: Path, released_tokens: set[str]) -> b
     return not alive
 
 
-def remove_abandoned_staging(settings: Settings) -> list[str]:
+def abandoned_staging(settings: Settings) -> list[Path]:
+    """Staging folders of publishes that died (or whose release committed)."""
     root = settings.lake / zones.Zone.STAGING
     if not root.is_dir():
         return []
     with engine_for(settings).connect() as conn:
         tokens = set(conn.execute(sa.select(releases.c.plan_token)).scalars()) - {None}
-    removed = []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        if _abandoned(settings, folder, tokens):
-            shutil.rmtree(folder, ignore_errors=True)
-            removed.append(folder.name)
-    return removed
+    return [
+        folder
+        for folder in sorted(p for p in root.iterdir() if p.is_dir())
+        if _abandoned(settings, folder, tokens)
+    ]
+
+
+def _heads_moved(settings: Settings) -> bool:
+    """Whether a shared table's current snapshot is not the latest release's (a write that
+    never committed its release)."""
+    with engine_for(settings).connect() as conn:
+        latest = conn.execute(
+            sa.select(releases.c.tables)
+            .where(releases.c.status == "published")
+            .order_by(releases.c.id.desc())
+        ).first()
+    cat = shared.catalog(settings)
+    for spec in shared.TABLES:
+        if not cat.table_exists(spec.iceberg):
+            continue
+        head = cat.load_table(spec.iceberg).current_snapshot()
+        want = (latest.tables.get(spec.name) or {}).get("snapshot_id") if latest else None
+        if (head.snapshot_id if head is not None else None) != want:
+            return True
+    return False
 
 
 # -- Iceberg files no snapshot references ------------------------------------------------------
@@ -145,7 +171,10 @@ def referenced_files(table) -> set[str]:
     for snapshot in table.metadata.snapshots:
         refs.add(_local(snapshot.manifest_list))
         for manifest in snapshot.manifests(table.io):
-            refs.add(_local(manifest.manifest_path))
+            path = _local(manifest.manifest_path)
+            if path in refs:  # snapshots share manifests: read each once
+                continue
+            refs.add(path)
             for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
                 refs.add(_local(entry.data_file.file_path))
     return refs
@@ -219,15 +248,75 @@ def complete_releases(settings: Settings) -> list[int]:
     return [row.id for row in pending]
 
 
+# -- tables whose snapshots differ from what the releases name ---------------------------------
+def align_snapshots(settings: Settings) -> list[str]:
+    """Undo a maintenance rewrite that the latest release did not adopt (the table's current
+    snapshot goes back to the release's), and point every published release's tag at the
+    snapshot its row names. What was changed, one entry per table."""
+    with engine_for(settings).connect() as conn:
+        published = conn.execute(
+            sa.select(releases.c.id, releases.c.tables, releases.c.completed_at)
+            .where(releases.c.status == "published")
+            .order_by(releases.c.id)
+        ).all()
+    if not published:
+        return []
+    latest = published[-1]
+    cat = shared.catalog(settings)
+    changed = []
+    for spec in shared.TABLES:
+        if not cat.table_exists(spec.iceberg):
+            continue
+        tbl = cat.load_table(spec.iceberg)
+        want = (latest.tables.get(spec.name) or {}).get("snapshot_id")
+        head = tbl.current_snapshot()
+        if (
+            want is not None
+            and head is not None
+            and head.snapshot_id != want
+            and head.summary is not None
+            and head.summary[shared.REWRITE_PROPERTY] is not None
+            and tbl.snapshot_by_id(want) is not None
+        ):
+            tbl.manage_snapshots().set_current_snapshot(snapshot_id=want).commit()
+            tbl = cat.load_table(spec.iceberg)
+            changed.append(f"{spec.iceberg} (current snapshot)")
+        refs = tbl.refs()
+        moves = []
+        for row in published:
+            snap = (row.tables.get(spec.name) or {}).get("snapshot_id")
+            tag = f"release-{row.id}"
+            if snap is None or row.completed_at is None or tbl.snapshot_by_id(snap) is None:
+                continue  # an incomplete release is tagged by complete_releases
+            if tag not in refs or refs[tag].snapshot_id != snap:
+                moves.append((snap, tag))
+        if moves:
+            manage = tbl.manage_snapshots()
+            for snap, tag in moves:
+                manage = manage.create_tag(snap, tag)  # moves the tag if it exists
+            manage.commit()
+            changed.append(f"{spec.iceberg} (tags {', '.join(t for _, t in moves)})")
+    return changed
+
+
 def recover(settings: Settings, say: Callable[[str], None] = log.info) -> RecoveryReport:
     """Clean up and complete after any earlier publish that died; idempotent."""
     report = RecoveryReport()
     with publish_lock(settings):
         report.completed_releases = complete_releases(settings)
-        report.staging_removed = remove_abandoned_staging(settings)
-        for path in orphan_files(settings):
-            path.unlink(missing_ok=True)
-            report.orphan_files_removed += 1
+        report.snapshots_realigned = align_snapshots(settings)
+        # Files of a write that never committed exist only where a publish died (its staging
+        # folder is left) or a table moved past its release: only then is every table's
+        # metadata read (the daily maintenance sweeps them in any case). The folders go after
+        # the sweep, so a recovery that dies halfway sweeps again next time.
+        abandoned = abandoned_staging(settings)
+        if abandoned or _heads_moved(settings):
+            for path in orphan_files(settings):
+                path.unlink(missing_ok=True)
+                report.orphan_files_removed += 1
+        for folder in abandoned:
+            shutil.rmtree(folder, ignore_errors=True)
+            report.staging_removed.append(folder.name)
         for path in orphan_state_files(settings):
             path.unlink(missing_ok=True)
             report.state_files_removed += 1

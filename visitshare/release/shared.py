@@ -20,6 +20,9 @@ from visitshare.landing import zones
 from visitshare.settings import Settings
 
 PERIOD = "_period"  # staged record-level rows: their partition's month (never published)
+# The snapshot property of a maintenance rewrite (`visitshare.release.maintain`): the release
+# whose files it rewrote. Until that release's row names the snapshot, recovery undoes it.
+REWRITE_PROPERTY = "visitshare.maintain"
 ALL = "all"  # the period of a table partitioned by municipality only
 
 Partition = tuple[str, str]  # (municipality_code, YYYY-MM or "all")
@@ -118,11 +121,27 @@ def warehouse(settings: Settings) -> Path:
 
 # -- Iceberg -------------------------------------------------------------------------------------
 def catalog(settings: Settings):
+    """The Iceberg catalog (one per process and database: opening one costs ~50 ms)."""
     from pyiceberg.catalog.sql import SqlCatalog
 
     where = warehouse(settings)
     where.mkdir(parents=True, exist_ok=True)
-    return SqlCatalog("visitshare", uri=settings.catalog_uri, warehouse=where.as_uri())
+    uri = settings.catalog_uri
+    identity: object = None
+    if uri.startswith("sqlite:///"):  # a database file replaced on disk is another catalog
+        try:
+            identity = Path(uri.removeprefix("sqlite:///")).stat().st_ino
+        except OSError:
+            identity = None
+    key = (uri, where.as_uri(), identity)
+    cat = _CATALOGS.get(key)
+    if cat is None or identity is None:
+        cat = SqlCatalog("visitshare", uri=uri, warehouse=where.as_uri())
+        _CATALOGS[key] = cat
+    return cat
+
+
+_CATALOGS: dict[tuple, object] = {}
 
 
 def _iceberg_table(cat, spec: SharedTable, schema: pa.Schema):
@@ -198,6 +217,7 @@ def write_partitions(
     that are not carried go: the replaced partitions, and anything a write that never
     committed left. Returns the snapshot id (None: the table has no snapshot) and a row per
     new file (partition, path, rows, bytes)."""
+    import itertools
     import uuid
 
     from pyiceberg.io.pyarrow import _dataframe_to_data_files
@@ -216,12 +236,19 @@ def write_partitions(
             "table's current snapshot (was the table changed outside visit-share?)"
         )
     write_uuid = uuid.uuid4()
+    # One counter for every call: file names are <counter>-<uuid>, and partitions of one
+    # Iceberg partition (months of a table partitioned by municipality) share a folder.
+    counter = itertools.count()
     new_files, rows = [], []
     for (muni, period), part in sorted(parts.items()):
         if not part.num_rows:
             continue
         for data_file in _dataframe_to_data_files(
-            table_metadata=tbl.metadata, write_uuid=write_uuid, df=part, io=tbl.io
+            table_metadata=tbl.metadata,
+            write_uuid=write_uuid,
+            df=part,
+            io=tbl.io,
+            counter=counter,
         ):
             new_files.append(data_file)
             rows.append(

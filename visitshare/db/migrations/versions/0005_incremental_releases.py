@@ -17,11 +17,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("curated_files") as batch:
-        batch.add_column(sa.Column("seq", sa.Integer))
-    with op.batch_alter_table("releases") as batch:
-        batch.add_column(sa.Column("closed_through", sa.String(7)))
-        batch.add_column(sa.Column("full", sa.Boolean))
+    # Nullable columns: a plain ADD COLUMN on SQLite too (a batch copy would drop indexes).
+    op.add_column("curated_files", sa.Column("seq", sa.Integer))
+    op.add_column("releases", sa.Column("closed_through", sa.String(7)))
+    op.add_column("releases", sa.Column("full", sa.Boolean))
     op.create_table(
         "release_files",
         sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
