@@ -26,11 +26,13 @@ def sigma_for(l2_sensitivity: float, rho: float) -> float:
 
 def noisy(values: np.ndarray, l2_sensitivity: float, rho: float) -> tuple[np.ndarray, float, float]:
     """(noisy non-negative integer values, sigma, rho actually spent) via OpenDP."""
+    d_in = math.ceil(l2_sensitivity)
+    sigma = sigma_for(l2_sensitivity, rho)
+    if not values.size:  # nothing to release (a schema made from empty inputs): no sampler
+        return values.astype(np.int64), sigma, d_in**2 / (2 * sigma**2)
     import opendp.prelude as dp
 
     dp.enable_features("contrib")
-    d_in = math.ceil(l2_sensitivity)
-    sigma = sigma_for(l2_sensitivity, rho)
     measurement = dp.m.make_gaussian(
         dp.vector_domain(dp.atom_domain(T=int)), dp.l2_distance(T=int), scale=sigma
     )
