@@ -29,6 +29,7 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import psutil
 import pyarrow as pa
@@ -39,8 +40,13 @@ from visitshare.contracts import ContractRegistry
 from visitshare.db import engine_for
 from visitshare.landing import manifest, zones
 from visitshare.landing.errors import LandingError
-from visitshare.landing.files import write_parquet
-from visitshare.landing.rawfile import Decoder, complete_table, kafka_batch
+from visitshare.landing.files import ParquetStream, write_file
+from visitshare.landing.rawfile import (
+    Decoder,
+    arrow_without_pandas,
+    complete_table,
+    kafka_batch,
+)
 from visitshare.processes import (
     die_with_parent,
     mp_context,
@@ -55,6 +61,7 @@ from visitshare.settings import Settings
 log = logging.getLogger(__name__)
 
 CONVERT_EVERY = 1024  # records kept as Python objects before they become an Arrow batch
+ENCODE_ROWS = 4096  # rows kept as Arrow batches before they are encoded into their file
 
 
 @dataclass
@@ -109,32 +116,62 @@ def _estimate(record) -> int:
 
 
 @dataclass
+class _OpenFile:
+    """The bytes of a closed open file, ready to write."""
+
+    data: pa.Buffer
+    first_offset: int
+    last_offset: int
+    rows: int
+
+
+@dataclass
 class _Partition:
-    """Landing state of one topic-partition: resume point and the open (unwritten) file."""
+    """Landing state of one topic-partition: resume point and the open (unwritten) file.
+
+    The open file's rows pass through three stages, so that what it holds in memory stays
+    small whatever its size: fetched records (at most CONVERT_EVERY), Arrow batches of their
+    Kafka columns (at most about ENCODE_ROWS rows), then decoded and encoded as a row group of
+    the file (`ParquetStream`, compressed). The file is written and committed when it closes.
+    """
 
     topic: str
     partition: int
     topic_id: str
     expected: int | None  # next offset to land; None: nothing of this incarnation landed yet
     target: int | None = None  # drain: stop before this offset
+    decoder: Decoder | None = None  # the topic's contract fields; None: Kafka columns only
     records: list = field(default_factory=list)  # fetched, not yet converted to Arrow
-    chunks: list[pa.RecordBatch] = field(default_factory=list)  # converted, same file
-    rows: int = 0
-    nbytes: int = 0
+    chunks: list[pa.RecordBatch] = field(default_factory=list)  # converted, not yet encoded
+    stream: ParquetStream | None = None  # the open file, encoded so far
+    rows: int = 0  # of the open file
+    nbytes: int = 0  # of the open file as Kafka columns in Arrow: what land_roll_bytes limits
+    first_offset: int = -1  # of the open file
+    last_offset: int = -1
     opened_at: float = 0.0
     gap_reason: str | None = None
+    _converted: int = 0  # Arrow bytes of the open file's converted records
+    _pending: int = 0  # Arrow bytes of `chunks`
 
     @property
     def tp(self) -> TopicPartition:
         return TopicPartition(self.topic, self.partition)
 
+    @property
+    def held(self) -> int:
+        """Memory the open file holds: fetched records (estimated), Arrow batches, encoded bytes."""
+        unconverted = self.nbytes - self._converted
+        return unconverted + self._pending + (self.stream.nbytes if self.stream else 0)
+
     def append(self, records: list) -> None:
         if not self.rows:
             self.opened_at = time.monotonic()
+            self.first_offset = records[0].offset
         self.records.extend(records)
         self.rows += len(records)
         self.nbytes += len(records) * _estimate(records[-1])
-        self.expected = records[-1].offset + 1
+        self.last_offset = records[-1].offset
+        self.expected = self.last_offset + 1
         if len(self.records) >= CONVERT_EVERY:
             self.convert()
 
@@ -144,16 +181,40 @@ class _Partition:
             batch = kafka_batch(self.topic, self.partition, self.records)
             self.chunks.append(batch)
             self.records = []
-            self.nbytes = sum(c.nbytes for c in self.chunks)
+            self._converted += batch.nbytes
+            self._pending += batch.nbytes
+            self.nbytes = self._converted
+            if sum(c.num_rows for c in self.chunks) >= ENCODE_ROWS:
+                self.encode()
 
-    def take_file(self) -> pa.Table | None:
-        """The open file's rows as one table, and start a new file."""
-        self.convert()
+    def encode(self) -> None:
+        """Decode the Arrow batches and append them to the open file as a row group."""
         if not self.chunks:
+            return
+        table = complete_table(pa.Table.from_batches(self.chunks), self.decoder)
+        if self.stream is None:
+            self.stream = ParquetStream(
+                table.schema,
+                {
+                    "kafka_topic": self.topic,
+                    "kafka_topic_id": self.topic_id,
+                    "kafka_partition": str(self.partition),
+                    "first_offset": str(self.first_offset),
+                },
+            )
+        self.stream.write(table)
+        self.chunks, self._pending = [], 0
+
+    def take_file(self) -> _OpenFile | None:
+        """The open file's bytes, and start a new file."""
+        self.convert()
+        self.encode()
+        if self.stream is None:
             return None
-        table = pa.Table.from_batches(self.chunks)
-        self.chunks, self.rows, self.nbytes = [], 0, 0
-        return table
+        data = self.stream.finish({"last_offset": str(self.last_offset)})
+        out = _OpenFile(data, self.first_offset, self.last_offset, self.rows)
+        self.stream, self.rows, self.nbytes, self._converted = None, 0, 0, 0
+        return out
 
     def done(self, position: int) -> bool:
         return self.target is not None and position >= self.target
@@ -250,7 +311,7 @@ class Lander:
                         topic_id,
                     )
                     self._report.partitions.pop((topic, p), None)
-                state = _Partition(topic, p, topic_id, resume.get(p))
+                state = _Partition(topic, p, topic_id, resume.get(p), decoder=self.decoder(topic))
                 self._parts[tp] = state
                 self._report.partitions[(topic, p)] = PartitionReport(topic, p, topic_id)
                 added.append(state)
@@ -349,10 +410,9 @@ class Lander:
                 ):
                     self._close(st)
             while (
-                sum(st.nbytes for st in self._parts.values())
-                > s.land_max_buffer_bytes / self.workers
+                sum(st.held for st in self._parts.values()) > s.land_max_buffer_bytes / self.workers
             ):
-                self._close(max(self._parts.values(), key=lambda st: st.nbytes))
+                self._close(max(self._parts.values(), key=lambda st: st.held))
             if parent_gone():
                 os._exit(1)  # our coordinator was killed: stop as abruptly as it did
             if follow and now - last_refresh >= s.land_metadata_refresh_seconds:
@@ -437,12 +497,12 @@ class Lander:
     def _close(self, st: _Partition) -> None:
         """Write the partition's open file and commit it to the manifest."""
         gap_reason = st.gap_reason
-        kafka_table = st.take_file()
-        if kafka_table is None:
+        closed = st.take_file()
+        if closed is None:
             return
         st.gap_reason = None
         try:
-            rf = self._write(st, kafka_table, gap_reason)
+            rf = self._write(st, closed, gap_reason)
         except (OSError, manifest.ManifestConflict) as exc:  # FileExistsError is an OSError
             raise LandingError(f"landing {st.topic}[{st.partition}] stopped: {exc}") from exc
         release_memory()
@@ -460,26 +520,15 @@ class Lander:
         for st in list(self._parts.values()):
             self._close(st)
 
-    def _write(
-        self, st: _Partition, kafka_table: pa.Table, gap_reason: str | None
-    ) -> manifest.RawFile:
-        """Decode and write one file, then commit it; remove it again if the commit is refused."""
-        offsets = kafka_table.column("kafka_offset")
-        first, last = offsets[0].as_py(), offsets[-1].as_py()
-        table = complete_table(kafka_table, self.decoder(st.topic))
+    def _write(self, st: _Partition, closed: _OpenFile, gap_reason: str | None) -> manifest.RawFile:
+        """Write one file, then commit it; remove it again if the commit is refused."""
+        first, last = closed.first_offset, closed.last_offset
         rel_path = zones.raw_file(st.topic, st.partition, first, last, st.topic_id)
         path = self.lake / rel_path
         rel = rel_path.as_posix()
-        nbytes, digest = write_parquet(
-            table,
+        nbytes, digest = write_file(
+            closed.data,
             path,
-            {
-                "kafka_topic": st.topic,
-                "kafka_topic_id": st.topic_id,
-                "kafka_partition": str(st.partition),
-                "first_offset": str(first),
-                "last_offset": str(last),
-            },
             # A file already there is a crashed run's leftover unless the manifest has it.
             replace=lambda _: rel not in manifest.landed_paths(self.engine, st.topic, st.partition),
         )
@@ -489,7 +538,7 @@ class Lander:
             partition=st.partition,
             first_offset=first,
             last_offset=last,
-            row_count=kafka_table.num_rows,
+            row_count=closed.rows,
             bytes=nbytes,
             sha256=digest,
             path=rel,
@@ -545,7 +594,7 @@ class Lander:
                     if name.startswith("."):
                         pid = name.rsplit(".", 2)[-2] if name.endswith(".tmp") else ""
                         stale = not (pid.isdigit() and psutil.pid_exists(int(pid)))
-                        if stale or now - path.stat().st_mtime > 600:
+                        if stale or _age(path, now) > 600:
                             path.unlink(missing_ok=True)
                             removed += 1
                         continue
@@ -554,7 +603,7 @@ class Lander:
                     first = int(name.split("-", 1)[0])
                     superseded = p in resume and first < resume[p]
                     other_incarnation = not name.endswith(f".{prefix}.parquet")
-                    if superseded or other_incarnation or now - path.stat().st_mtime > 600:
+                    if superseded or other_incarnation or _age(path, now) > 600:
                         log.info("removing orphan %s (written, never committed)", rel)
                         path.unlink(missing_ok=True)
                         removed += 1
@@ -584,6 +633,7 @@ def _worker_main(settings, topics, run_id, worker, workers, follow, stop, result
     from visitshare.db import forget_engines
 
     forget_engines()  # a forked child must not share the parent's database connections
+    arrow_without_pandas()  # a spawned worker starts without the coordinator's setup
 
     setup_logging()
     try:
@@ -609,6 +659,7 @@ def land(
     """
     workers = workers or settings.land_workers
     stop = stop or threading.Event()
+    arrow_without_pandas()  # before forking workers: they inherit it
     run_id = uuid.uuid4().hex[:12]
     if workers == 1:
         lander = Lander(settings, topics, run_id)
@@ -720,3 +771,12 @@ def landing_status(settings: Settings, timeout_s: float = 10.0) -> list[Partitio
         return out
     finally:
         consumer.close()
+
+
+def _age(path: Path, now: float) -> float:
+    """Seconds since the file was last written; 0 if it is gone meanwhile (another lander
+    renamed or removed its temporary file between the listing and this look)."""
+    try:
+        return now - path.stat().st_mtime
+    except FileNotFoundError:
+        return 0.0

@@ -14,8 +14,6 @@ from visitshare.errors import UserError
 from visitshare.orchestration.airflow_env import API_HOST
 from visitshare.producing.broker import ensure_broker
 from visitshare.producing.topics import dataset_topics
-from visitshare.release import shared
-from visitshare.release.records import closed_window
 from visitshare.settings import Settings
 
 
@@ -48,6 +46,7 @@ def run(
     from producers.simulator import SimConfig
     from visitshare.orchestration.run import run_pipeline
     from visitshare.producing.topics import apply_topics
+    from visitshare.release.records import closed_window
 
     settings: Settings = ctx.obj
     status = ensure_broker(settings)
@@ -130,6 +129,7 @@ def print_run_summary(settings: Settings, sent: dict, backlog: dict, outcome) ->
     console.print(f"[bold]Airflow runs[/]: {runs}")
     rows = ", ".join(f"{n} {t['rows']:,}" for n, t in rel.tables.items())
     console.print(f"[bold]Release {rel.id}[/] ({rel.disclosure['result']}): {rows}")
+    from visitshare.release import shared
     from visitshare.release.disclosure import DisclosureReport
     from visitshare.release.releases import release_dir
 

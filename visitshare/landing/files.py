@@ -35,26 +35,60 @@ def _low_cardinality(f: pa.Field) -> bool:
     return not (pa.types.is_timestamp(f.type) or pa.types.is_floating(f.type))
 
 
+def _encoding(schema: pa.Schema) -> dict:
+    """zstd; dictionaries and statistics only where they pay off."""
+    return {
+        "compression": "zstd",
+        "compression_level": 1,
+        # Encoding every high-cardinality column (values, ids, names) costs CPU, saves nothing.
+        "use_dictionary": [c for c in schema.names if _low_cardinality(schema.field(c))],
+        "write_statistics": [
+            c
+            for c in schema.names
+            if pa.types.is_timestamp(schema.field(c).type) or c.endswith("offset")
+        ],
+    }
+
+
 def encode_parquet(table: pa.Table, metadata: dict[str, str] | None = None) -> pa.Buffer:
-    """The table as Parquet bytes (zstd; dictionaries and statistics only where they pay off)."""
+    """The table as Parquet bytes, one row group (zstd; dictionaries and statistics only where
+    they pay off)."""
     if metadata:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}), **metadata})
     sink = pa.BufferOutputStream()
-    pq.write_table(
-        table,
-        sink,
-        compression="zstd",
-        compression_level=1,
-        row_group_size=1 << 20,
-        # Encoding every high-cardinality column (values, ids, names) costs CPU, saves nothing.
-        use_dictionary=[c for c in table.column_names if _low_cardinality(table.schema.field(c))],
-        write_statistics=[
-            c
-            for c in table.column_names
-            if pa.types.is_timestamp(table.schema.field(c).type) or c.endswith("offset")
-        ],
-    )
+    pq.write_table(table, sink, row_group_size=1 << 20, **_encoding(table.schema))
     return sink.getvalue()
+
+
+class ParquetStream:
+    """A Parquet file encoded in memory while its rows arrive: one row group per `write`.
+
+    What is held is the compressed file so far, not its rows, and the encoder's working memory
+    is that of one row group: a file built this way costs a fraction of the memory of encoding
+    all its rows at once. Same encoding as `encode_parquet`. `metadata` goes into the schema
+    (what is known when the file opens); `finish` can add more (Parquet key-value metadata).
+    """
+
+    def __init__(self, schema: pa.Schema, metadata: dict[str, str] | None = None):
+        if metadata:
+            schema = schema.with_metadata({**(schema.metadata or {}), **metadata})
+        self._sink = pa.BufferOutputStream()
+        self._writer = pq.ParquetWriter(self._sink, schema, **_encoding(schema))
+
+    def write(self, table: pa.Table) -> None:
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+
+    @property
+    def nbytes(self) -> int:
+        """Encoded bytes so far."""
+        return self._sink.tell()
+
+    def finish(self, metadata: dict[str, str] | None = None) -> pa.Buffer:
+        """Close the file (adding `metadata`) and return its bytes."""
+        if metadata:
+            self._writer.add_key_value_metadata(metadata)
+        self._writer.close()
+        return self._sink.getvalue()
 
 
 def write_parquet(
@@ -63,13 +97,19 @@ def write_parquet(
     metadata: dict[str, str] | None = None,
     replace: Callable[[Path], bool] = lambda _: True,
 ) -> tuple[int, str]:
+    """Encode the table (`encode_parquet`) and write it (`write_file`). Returns (bytes, sha256)."""
+    return write_file(encode_parquet(table, metadata), path, replace)
+
+
+def write_file(
+    data: pa.Buffer, path: Path, replace: Callable[[Path], bool] = lambda _: True
+) -> tuple[int, str]:
     """Write the file under a temporary name, fsync it, then link it into place.
 
     Linking never overwrites by itself: if `path` exists, `replace(path)` decides whether it
     may go (True, the default) or is someone else's file (False: FileExistsError).
     Returns (bytes, sha256).
     """
-    data = encode_parquet(table, metadata)
     digest = hashlib.sha256(data).hexdigest()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"

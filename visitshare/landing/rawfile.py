@@ -14,7 +14,11 @@ into typed columns where the value parses; `parse_status` says how that went:
 
 from __future__ import annotations
 
+import functools
+import importlib.abc
 import math
+import sys
+import threading
 
 import numpy as np
 import pyarrow as pa
@@ -66,6 +70,39 @@ def kafka_batch(topic: str, partition: int, records: list) -> pa.RecordBatch:
     )
 
 
+class _NoPandas(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "pandas" or name.startswith("pandas."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+
+_primed = threading.Lock()
+
+
+def arrow_without_pandas() -> None:
+    """Keep pyarrow from importing pandas in this process (30 to 50 MB of resident memory).
+
+    pyarrow imports pandas on the first `pa.array()` call, only to recognize pandas objects;
+    landing never hands it any. If pandas cannot be imported at that first call, pyarrow
+    remembers "no pandas" and converts every input as a plain sequence. It still imports pandas
+    when asked for pandas itself (`to_pandas`, `from_pandas`), so nothing in the process loses
+    pandas support: it only stops paying for it up front. No-op once pandas is imported.
+    Two other paths import pandas from pyarrow's C++ side, so the landing code avoids them:
+    `to_numpy()` (see `_numbers`, `_bools`) and inferring the type of a Python value (see
+    `_scalar`).
+    """
+    with _primed:
+        if "pandas" in sys.modules:
+            return
+        blocker = _NoPandas()
+        sys.meta_path.insert(0, blocker)
+        try:
+            pa.array([0], pa.int8())  # pyarrow's first look for pandas happens here
+        finally:
+            sys.meta_path.remove(blocker)
+
+
 # -- decoding --------------------------------------------------------------------------------
 def _lenient(kind: FieldType, v):
     """The value in the column's type, or raise ValueError (a type mismatch)."""
@@ -110,6 +147,13 @@ def decode_one(value: bytes | None, contract: Contract) -> tuple[str, list[str] 
 ROW_KEY, VALUE_KEY = "#row", "#value"
 
 
+@functools.cache
+def _scalar(value: bytes | bool) -> pa.Scalar:
+    """A typed scalar for compute calls: given a bare Python value, pyarrow infers its type,
+    which imports pandas (see `arrow_without_pandas`). Made on first use, not at import."""
+    return pa.scalar(value, pa.bool_() if isinstance(value, bool) else pa.binary())
+
+
 class Decoder:
     """Decodes a batch of values into the contract's typed columns, each row from its own value.
 
@@ -148,10 +192,11 @@ class Decoder:
         prefixes = pa.array(
             [f'{{"{ROW_KEY}":{i},"{VALUE_KEY}":'.encode() for i in positions], pa.binary()
         )
-        lines = pc.binary_join_element_wise(prefixes, values, pa.scalar(b"}", pa.binary()), b"")
+        # One line per value, newline included: the result's data buffer is the JSON Lines text.
+        lines = pc.binary_join_element_wise(prefixes, values, _scalar(b"}\n"), _scalar(b""))
         try:
             table = pj.read_json(
-                pa.BufferReader(_json_lines(lines)),
+                pa.BufferReader(_data(lines)),
                 read_options=self._read_options,
                 parse_options=self._options,
             )
@@ -160,7 +205,7 @@ class Decoder:
         marker = table.column(ROW_KEY)
         if table.num_rows != len(positions) or marker.null_count:
             return None
-        if not np.array_equal(marker.to_numpy(), positions):
+        if not np.array_equal(_numbers(marker.combine_chunks(), np.int64), positions):
             return None
         inner = table.column(VALUE_KEY).combine_chunks()
         table = pa.Table.from_arrays(inner.flatten(), names=[f.name for f in inner.type])
@@ -211,7 +256,7 @@ class Decoder:
         if not self.fast or not n:
             return np.zeros(n, bool)
         ok = pc.and_(pc.starts_with(values, pattern=b"{"), pc.ends_with(values, pattern=b"}"))
-        mask = pc.fill_null(ok, False).to_numpy(zero_copy_only=False)
+        mask = _bools(pc.fill_null(ok, _scalar(False)))
         mask[_values_with_line_breaks(values)] = False
         try:
             values.cast(pa.string())  # validates UTF-8 for the whole batch at once
@@ -255,6 +300,18 @@ class Decoder:
         return table, status, mismatched
 
 
+# Arrow → numpy straight from the buffers: `to_numpy()` would have pyarrow import pandas.
+def _numbers(array: pa.Array, dtype: type[np.generic]) -> np.ndarray:
+    """A fixed-width array without nulls as a read-only numpy view of its data buffer."""
+    return np.frombuffer(array.buffers()[1], dtype)[array.offset : array.offset + len(array)]
+
+
+def _bools(array: pa.Array) -> np.ndarray:
+    """A boolean array without nulls as numpy bools (Arrow packs them in bits, LSB first)."""
+    bits = np.unpackbits(np.frombuffer(array.buffers()[1], np.uint8), bitorder="little")
+    return bits[array.offset : array.offset + len(array)].astype(bool)
+
+
 def _values_with_line_breaks(values: pa.Array) -> np.ndarray:
     """Positions of the values that contain a line feed or carriage return (numpy over the
     data buffer: Arrow's substring kernels are 15 times slower here)."""
@@ -268,22 +325,34 @@ def _values_with_line_breaks(values: pa.Array) -> np.ndarray:
     return np.unique(np.searchsorted(offsets, hits, side="right") - 1)
 
 
-def _json_lines(values: pa.Array) -> pa.Buffer:
-    """The values joined by newlines, as one Arrow buffer (built in C++, no Python objects)."""
-    joined = pc.binary_join_element_wise(values, pa.scalar(b"", pa.binary()), b"\n")
-    offsets = np.frombuffer(joined.buffers()[1], dtype=np.int32)
-    start, end = offsets[joined.offset], offsets[joined.offset + len(joined)]
-    return joined.buffers()[2].slice(int(start), int(end - start))
+def _data(values: pa.Array) -> pa.Buffer:
+    """The bytes of a binary array's values, back to back (a slice of its data buffer)."""
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)
+    start, end = offsets[values.offset], offsets[values.offset + len(values)]
+    return values.buffers()[2].slice(int(start), int(end - start))
 
 
 # -- files -----------------------------------------------------------------------------------
+# Values decoded at once: the decoder's working memory is a few times its input, so a file is
+# decoded in slices of this many rows rather than whole.
+DECODE_ROWS = 2048
+
+
 def complete_table(kafka: pa.Table, decoder: Decoder | None) -> pa.Table:
     """Kafka columns + parse status + the contract's decoded fields: a raw file's content."""
     n = kafka.num_rows
+    decoded: pa.Table | None = None
     if decoder is None:
-        status, mismatched, decoded = ["no_contract"] * n, [None] * n, None
+        status, mismatched = ["no_contract"] * n, [None] * n
     else:
-        decoded, status, mismatched = decoder.decode(kafka.column("kafka_value").combine_chunks())
+        values = kafka.column("kafka_value")
+        tables, status, mismatched = [], [], []
+        for start in range(0, n, DECODE_ROWS):
+            t, s, m = decoder.decode(values.slice(start, DECODE_ROWS).combine_chunks())
+            tables.append(t)
+            status += s
+            mismatched += m
+        decoded = pa.concat_tables(tables) if tables else decoder.schema.empty_table()
     table = kafka.append_column(KAFKA_FIELDS[7], pa.array(status, pa.string()))
     table = table.append_column(KAFKA_FIELDS[8], pa.array(mismatched, pa.list_(pa.string())))
     if decoded is not None:

@@ -147,9 +147,17 @@ def stop_service(settings: Settings, name: str, timeout_s: float = 20.0) -> bool
 
 
 def up(
-    settings: Settings, landing: bool = True, triggerer: bool = True, say=print
+    settings: Settings,
+    landing: bool = True,
+    triggerer: bool = True,
+    say=print,
+    env: dict[str, str] | None = None,
 ) -> dict[str, str]:
-    """Broker, topics, landing service and Airflow, each unless already running."""
+    """Broker, topics, landing service and Airflow, each unless already running.
+
+    The services build their settings from `VISITSHARE_*` variables: this process's, with
+    `env` on top (for a stack whose settings differ from the environment's, e.g. its own home).
+    """
     from visitshare.producing.broker import ensure_broker
     from visitshare.producing.topics import apply_topics
 
@@ -161,6 +169,7 @@ def up(
     extra = {}
     if "VISITSHARE_LAND_ROLL_SECONDS" not in os.environ:
         extra["VISITSHARE_LAND_ROLL_SECONDS"] = "5"
+    extra.update(env or {})
     states = {}
     for s in services(settings, landing, triggerer):
         started = start_service(settings, s, extra)
