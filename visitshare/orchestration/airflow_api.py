@@ -21,6 +21,14 @@ PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
 ADMIN = "admin"
 
 
+READ_ATTEMPTS = 3
+
+
+def _timed_out(exc: OSError) -> bool:
+    reason = getattr(exc, "reason", exc)
+    return isinstance(reason, TimeoutError) or "timed out" in str(reason)
+
+
 class AirflowAPI:
     def __init__(self, settings: Settings, timeout_s: float = 10.0):
         self.base = f"http://{API_HOST}:{settings.airflow_api_port}"
@@ -35,15 +43,24 @@ class AirflowAPI:
             headers["Authorization"] = f"Bearer {self.token()}"
         data = None if body is None else json.dumps(body, default=_json_default).encode()
         # Our own loopback http URL, never one from input.
-        request = urllib.request.Request(self.base + path, data, headers, method=method)  # noqa: S310
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
-                payload = response.read()
-        except urllib.error.HTTPError as exc:
-            detail = exc.read()[:500].decode(errors="replace")
-            raise PipelineError(f"Airflow API {method} {path}: {exc.code} {detail}") from None
-        except OSError as exc:
-            raise PipelineError(f"Airflow API {method} {path} unreachable: {exc}") from None
+        # A read (GET, or a POST that lists) is asked again when the API server is slow to
+        # answer: on a loaded machine (two cores, Airflow's own task processes starting) a
+        # loopback request can time out once without anything being wrong.
+        reads = method == "GET" or path.endswith("/list")
+        attempts = READ_ATTEMPTS if reads else 1
+        for attempt in range(1, attempts + 1):
+            request = urllib.request.Request(self.base + path, data, headers, method=method)  # noqa: S310
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout_s) as response:  # noqa: S310
+                    payload = response.read()
+                break
+            except urllib.error.HTTPError as exc:
+                detail = exc.read()[:500].decode(errors="replace")
+                raise PipelineError(f"Airflow API {method} {path}: {exc.code} {detail}") from None
+            except OSError as exc:
+                if attempt < attempts and _timed_out(exc):
+                    continue
+                raise PipelineError(f"Airflow API {method} {path} unreachable: {exc}") from None
         return json.loads(payload) if payload else None
 
     def token(self) -> str:
