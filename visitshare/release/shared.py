@@ -201,10 +201,6 @@ def split_partitions(spec: SharedTable, data: pa.Table) -> dict[Partition, pa.Ta
     return out
 
 
-def public_schema(data: pa.Table) -> pa.Schema:
-    return pa.schema([f for f in data.schema if not f.name.startswith("_")])
-
-
 def write_partitions(
     cat,
     spec: SharedTable,
@@ -323,14 +319,6 @@ def _data_files(tbl, parts: dict[Partition, pa.Table]) -> list[tuple[Partition, 
     files = list(write_file(io=tbl.io, table_metadata=meta, tasks=iter(tasks)))
     assert len(files) == len(owners)  # one data file per task, in task order
     return list(zip(owners, files, strict=True))
-
-
-def write_iceberg(cat, spec: SharedTable, data: pa.Table, release_id: int) -> int | None:
-    """Replace the table's whole content with `data` (one snapshot); its id (None: no rows)."""
-    snap, _ = write_partitions(
-        cat, spec, public_schema(data), split_partitions(spec, data), set(), release_id
-    )
-    return snap if data.num_rows else None
 
 
 def read_iceberg(cat, spec: SharedTable, snapshot_id: int | None, row_filter=None) -> pa.Table:
