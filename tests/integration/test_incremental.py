@@ -13,11 +13,10 @@ import sqlalchemy as sa
 
 from tests.helpers import validated_zone
 from visitshare.db import engine_for
-from visitshare.db.tables import release_files
 from visitshare.release import shared
 from visitshare.release.publish import publish
 from visitshare.release.records import last_closed_month
-from visitshare.release.releases import get_release, read_table
+from visitshare.release.releases import files_of, get_release, read_table
 
 WARDS = ("13104", "13112")
 
@@ -39,14 +38,7 @@ def _sql(settings, name: str, release_id: int) -> list[str]:
 def _files(settings, release_id: int) -> dict[str, set[tuple[str, str, str]]]:
     """table → (municipality, period, path) of every file release N shows."""
     with engine_for(settings).connect() as conn:
-        rows = conn.execute(
-            sa.select(release_files).where(
-                release_files.c.release_from <= release_id,
-                sa.or_(
-                    release_files.c.release_to.is_(None), release_files.c.release_to > release_id
-                ),
-            )
-        ).all()
+        rows = files_of(conn, release_id)
     out: dict[str, set[tuple[str, str, str]]] = {}
     for r in rows:
         out.setdefault(r.table_name, set()).add((r.municipality_code, r.period, r.path))

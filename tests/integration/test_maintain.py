@@ -30,7 +30,7 @@ from visitshare.release.maintain import maintain
 from visitshare.release.plan import plan
 from visitshare.release.publish import publish
 from visitshare.release.recovery import recover, referenced_files
-from visitshare.release.releases import get_release, read_table
+from visitshare.release.releases import files_of, get_release, read_table
 
 WARDS = ("13104", "13112")
 DATASETS = ("visit_outcome", "incident_report")
@@ -93,14 +93,7 @@ def _release_rows(settings, release_id: int) -> dict[str, list[str]]:
 def _mapped_rows(settings, release_id: int) -> dict[str, list[str]]:
     """Every table of release N read from the files `release_files` says it shows."""
     with engine_for(settings).connect() as conn:
-        mapped = conn.execute(
-            sa.select(release_files).where(
-                release_files.c.release_from <= release_id,
-                sa.or_(
-                    release_files.c.release_to.is_(None), release_files.c.release_to > release_id
-                ),
-            )
-        ).all()
+        mapped = files_of(conn, release_id)
     out: dict[str, list[str]] = {spec.name: [] for spec in shared.TABLES}
     for r in mapped:
         out[r.table_name] += _rows(pq.read_table(r.path.removeprefix("file://")))

@@ -9,7 +9,7 @@ import pyarrow as pa
 import sqlalchemy as sa
 
 from visitshare.db import engine_for
-from visitshare.db.tables import releases
+from visitshare.db.tables import release_files, releases
 from visitshare.release import shared
 from visitshare.release.errors import ReleaseError
 from visitshare.settings import Settings
@@ -62,3 +62,17 @@ def read_table(settings: Settings, release: sa.Row, name: str, row_filter=None) 
         return shared.read_iceberg(shared.catalog(settings), spec, info["snapshot_id"], row_filter)
     except LookupError as exc:
         raise ReleaseError(f"release {release.id}: {exc}") from None
+
+
+def files_of(conn: sa.Connection, release_id: int) -> list[sa.Row]:
+    """Every data file release N shows (`release_files`: release_from <= N < release_to)."""
+    return list(
+        conn.execute(
+            sa.select(release_files).where(
+                release_files.c.release_from <= release_id,
+                sa.or_(
+                    release_files.c.release_to.is_(None), release_files.c.release_to > release_id
+                ),
+            )
+        ).all()
+    )
