@@ -4,8 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
-# Debian packages the tests use (installed when missing, if we run as root): libfaketime.
-DEBS := faketime
+# Debian packages the tests use (installed when missing, if we run as root): libfaketime;
+# Chromium and a Japanese font for the pages (dashboard, Data Docs) tested in a real browser.
+DEBS := faketime chromium fonts-ipaexfont-gothic
 
 .DEFAULT_GOAL := help
 
