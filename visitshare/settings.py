@@ -101,6 +101,21 @@ class Settings(BaseSettings):
     maintain_min_files: int = Field(2, ge=2)
     maintain_small_file_bytes: int = Field(64 * 2**20, ge=1024)
 
+    # The Delta Sharing server (`visitshare share serve`): where it listens, and the address
+    # partners reach it at (written into their profile files; file URLs are built on it).
+    # Unset: http://share_host:share_port/delta-sharing (https with a certificate).
+    share_host: str = "127.0.0.1"
+    share_port: int = Field(8765, ge=1, le=65535)
+    share_public_url: str | None = None
+    # How long a pre-signed file URL stays valid, and the longest a bearer token may live.
+    share_url_ttl_seconds: int = Field(900, ge=10, le=86_400)
+    share_token_max_days: int = Field(365, ge=1, le=3650)
+    # The key that signs file URLs (HMAC-SHA-256, at least 32 bytes), from the environment or
+    # a secrets file; production refuses to serve without one, the embedded default makes one
+    # under var/secrets. Changing it invalidates every outstanding file URL (tokens stay).
+    share_url_key: SecretStr | None = None
+    share_url_key_file: Path | None = None
+
     # Airflow's API server on loopback (`visitshare up`, `make run`).
     airflow_api_port: int = Field(8080, ge=1, le=65535)
 

@@ -22,6 +22,7 @@ from visitshare.cli import (
     produce,
     quality,
     release,
+    share,
     stack,
     topics,
 )
@@ -53,6 +54,7 @@ app.command()(maintain.maintain)
 app.add_typer(audit.app, name="audit")
 app.command()(partner.pull)
 app.add_typer(partner.app, name="partner")
+app.add_typer(share.app, name="share")
 app.add_typer(db.app, name="db")
 app.command()(stack.run)
 app.command()(stack.up)

@@ -248,3 +248,38 @@ partner_scopes = sa.Table(
     sa.Column("role_name", sa.String(64), primary_key=True),
     sa.Column("municipality_code", sa.String(8), primary_key=True),
 )
+
+# Bearer tokens of the Delta Sharing server (`visitshare share token ...`). Only a hash of
+# each token is kept: the token itself exists once, in the profile file given to the partner.
+share_tokens = sa.Table(
+    "share_tokens",
+    metadata,
+    sa.Column("id", sa.String(16), primary_key=True),  # public, names the token in logs
+    sa.Column("partner_id", sa.String(64), nullable=False),
+    sa.Column("token_hash", sa.String(64), nullable=False, unique=True),  # SHA-256, hex
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Column("revoked_at", UTCDateTime()),
+    sa.Column("comment", sa.String(255)),
+)
+
+# Every request the sharing server answered, allowed or refused (counts only, never values).
+share_access_log = sa.Table(
+    "share_access_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("at", UTCDateTime(), nullable=False, index=True),
+    sa.Column("partner_id", sa.String(64), index=True),  # null: no valid token
+    sa.Column("token_id", sa.String(16)),
+    sa.Column("method", sa.String(8), nullable=False),
+    sa.Column("endpoint", sa.String(64), nullable=False),  # the route, e.g. "query"
+    sa.Column("share", sa.String(255)),
+    sa.Column("schema_name", sa.String(255)),
+    sa.Column("table_name", sa.String(255)),
+    sa.Column("release_id", sa.Integer),
+    sa.Column("files", sa.Integer),
+    sa.Column("rows", sa.BigInteger),
+    sa.Column("bytes", sa.BigInteger),
+    sa.Column("status", sa.Integer, nullable=False),
+    sa.Column("client", sa.String(64)),  # the peer address
+)

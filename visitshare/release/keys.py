@@ -52,10 +52,11 @@ def load_key(settings: Settings) -> bytes:
             "no pseudonym key: production needs VISITSHARE_PSEUDONYM_KEY or "
             "VISITSHARE_PSEUDONYM_KEY_FILE (refusing to publish)"
         )
-    return _local_key(settings.secrets_dir / "pseudonym.key")
+    return local_secret(settings.secrets_dir / "pseudonym.key", "pseudonym key")
 
 
-def _local_key(path: Path) -> bytes:
+def local_secret(path: Path, what: str) -> bytes:
+    """The embedded default's secret in `path`, generated (32 random bytes, hex) on first use."""
     if path.exists():
         return _check(path.read_bytes(), str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -65,9 +66,7 @@ def _local_key(path: Path) -> bytes:
         f.write(secrets.token_hex(32))
     os.replace(tmp, path)  # two processes racing both write a valid key; one wins for good
     log.warning(
-        "generated a local pseudonym key in %s (embedded default). Pseudonyms are stable "
-        "only while this file exists; production must set VISITSHARE_PSEUDONYM_KEY(_FILE).",
-        path,
+        "generated a local %s in %s (embedded default): production sets its own.", what, path
     )
     return _check(path.read_bytes(), str(path))
 
