@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import psutil
+import requests
 
 from tests.helpers import free_port, wait_for
+from visitshare.access import tokens
 from visitshare.db import engine_for
 from visitshare.orchestration import stack
 from visitshare.release.releases import latest_release
@@ -29,6 +31,7 @@ def _latest(settings: Settings):
 def test_up_releases_new_events_by_itself_and_down_stops_only_ours(isolated_env, monkeypatch):
     monkeypatch.setenv("VISITSHARE_BROKER_PORT", str(free_port()))
     monkeypatch.setenv("VISITSHARE_AIRFLOW_API_PORT", str(free_port()))
+    monkeypatch.setenv("VISITSHARE_SHARE_PORT", str(free_port()))
     settings = Settings()
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
     try:
@@ -44,6 +47,14 @@ def test_up_releases_new_events_by_itself_and_down_stops_only_ours(isolated_env,
         assert rel.disclosure["result"] == "passed"
         visits = next(d for d in rel.disclosure["datasets"] if d["dataset"] == "visit_outcome")
         assert visits["rows_in"] + visits["rows_held"] > 0  # yesterday's month may be open
+        # The sharing server serves the release to a partner's token.
+        issued = tokens.create(settings, "shinjuku", "1h")
+        version = (
+            f"{tokens.endpoint(settings)}/shares/shinjuku/schemas/shared/tables/visits/version"
+        )
+        auth = {"Authorization": f"Bearer {issued.token}"}
+        answer = requests.get(version, headers=auth, timeout=10)
+        assert answer.status_code == 200 and answer.headers["Delta-Table-Version"] == str(rel.id)
 
         down = _cli("down")
         assert down.returncode == 0, down.stderr[-2000:]

@@ -353,32 +353,99 @@ def test_token_commands(world: World, monkeypatch):
         assert not (world.profiles / "refused.share").exists()
 
 
-def test_share_serve_command_serves(world: World, tmp_path):
-    """`visitshare share serve` in its own process, as an operator starts it."""
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files), valid around the clock's now."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = Settings().clock.now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(days=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+def test_share_serve_command_serves_https(world: World, tmp_path):
+    """`visitshare share serve --certfile --keyfile` in its own process, as an operator runs it;
+    the official client reads over TLS, verifying the server's certificate."""
     port = free_port()
+    cert, key = _self_signed(tmp_path)
     env = os.environ | {
         "VISITSHARE_HOME": str(world.settings.home),
         "VISITSHARE_SHARE_PORT": str(port),
+        # The client's trust: our certificate (requests for the API, aiohttp for the files).
+        "REQUESTS_CA_BUNDLE": str(cert),
+        "SSL_CERT_FILE": str(cert),
     }
+    argv = ["share", "serve", "--certfile", str(cert), "--keyfile", str(key)]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "visitshare.cli", "share", "serve"],
+        [sys.executable, "-m", "visitshare.cli", *argv],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
     try:
-        _, ward = profile(world, WARD)
-        url = f"http://127.0.0.1:{port}/delta-sharing/shares"
+        issued = tokens.create(world.settings, WARD, "1d")
+        endpoint = f"https://127.0.0.1:{port}/delta-sharing"
 
         def answers() -> bool:
             try:
-                return requests.get(url, headers=bearer(ward), timeout=2).status_code == 200
+                r = requests.get(
+                    f"{endpoint}/shares", headers=bearer(issued), verify=cert, timeout=2
+                )
             except requests.ConnectionError:
                 assert proc.poll() is None, proc.stdout.read().decode() if proc.stdout else ""
                 return False
+            return r.status_code == 200
 
         wait_for(answers, timeout_s=60)
-        assert requests.get(url, headers=bearer(ward), timeout=5).json()["items"][0]["name"] == WARD
+        https = world.settings.model_copy(update={"share_public_url": endpoint})
+        path = tokens.write_profile(https, issued, tmp_path / "tls.share")
+        query = subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "import sys, delta_sharing as d; "
+                "print(len(d.load_as_pandas(sys.argv[1] + '#shinjuku.shared.visits')))",
+                str(path),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert query.returncode == 0, query.stderr[-2000:]
+        _, written = pull(world.settings, WARD, "latest", "parquet", tmp_path / "pulled")
+        assert int(query.stdout.strip()) == written["visits"][1]
+        # Plain HTTP on the TLS port gets no answer.
+        with pytest.raises(requests.ConnectionError):
+            requests.get(endpoint.replace("https", "http") + "/shares", timeout=5)
     finally:
         proc.terminate()
         proc.wait(20)

@@ -38,10 +38,12 @@ class Service:
 
 def services(settings: Settings, landing: bool = True, triggerer: bool = True) -> list[Service]:
     """In start order; `down` stops them in reverse. The landing service and the triggerer
-    (which runs the landing watcher) make the stack event-driven; `make run` needs neither."""
+    (which runs the landing watcher) make the stack event-driven, and the sharing server lets
+    partners read each release; `make run` needs none of them."""
     out = []
+    visitshare = str(VENV_BIN / "visitshare")
     if landing:
-        out.append(Service("landing", [str(VENV_BIN / "visitshare"), "land", "--follow"], False))
+        out.append(Service("landing", [visitshare, "land", "--follow"], False))
     airflow = str(VENV_BIN / "airflow")
     out += [
         Service("api-server", [airflow, "api-server"], True),
@@ -50,6 +52,8 @@ def services(settings: Settings, landing: bool = True, triggerer: bool = True) -
     ]
     if triggerer:
         out.append(Service("triggerer", [airflow, "triggerer"], True))
+    if landing:
+        out.append(Service("sharing", [visitshare, "share", "serve"], False))
     return out
 
 
