@@ -135,6 +135,9 @@ def test_a_query_lists_exactly_the_files_of_the_callers_rows(world: World):
         files = by_table.get(spec.name, [])
         police_urls = file_urls(query(world, police, spec.name))
         assert len(police_urls) == len(files), spec.name
+        for url in police_urls:  # every file holds one municipality's rows: lists can be exact
+            data = pq.read_table(pa.BufferReader(requests.get(url, timeout=30).content))
+            assert len(set(data.column("municipality_code").to_pylist())) == 1, spec.name
         if spec.level is shared.Level.POLICE:
             assert query(world, ward, spec.name).status_code == 404
             continue
@@ -185,6 +188,10 @@ def test_refusals_401_403_404(world: World):
     assert query(world, ward, "visits", version=99).status_code == 404
     assert query(world, ward, "visits", version="2").status_code == 400
     assert query(world, ward, "visits", startingVersion=1).status_code == 400
+    table = f"{base}/shares/{WARD}/schemas/shared/tables/visits/query"
+    for body in (b"{not json", b"[1, 2]", b'{"version": -1}', b" " * (2 << 20)):
+        r = requests.post(table, data=body, headers=bearer(ward), timeout=30)
+        assert r.status_code in (400, 404, 413) and "errorCode" in r.json(), body[:20]
 
 
 def _tampered(url: str) -> list[str]:

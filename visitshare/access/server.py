@@ -43,6 +43,7 @@ NDJSON = "application/x-ndjson; charset=utf-8"
 VERSION_HEADER = "Delta-Table-Version"
 CAPABILITIES_HEADER = "delta-sharing-capabilities"
 TABLE = PREFIX + "/shares/{share}/schemas/{schema}/tables/{table}"
+MAX_BODY_BYTES = 1 << 20
 
 
 def _timestamp(text: str | None, name: str) -> datetime | None:
@@ -62,7 +63,9 @@ def _page(items: list[dict], max_results: int | None, page_token: str | None) ->
         try:
             start = int(json.loads(base64.urlsafe_b64decode(page_token.encode()))["offset"])
         except (ValueError, KeyError, TypeError):
-            raise bad_request("pageToken is not one this server issued") from None
+            start = -1
+        if start < 0:
+            raise bad_request("pageToken is not one this server issued")
     if max_results is not None and max_results < 0:
         raise bad_request("maxResults must be non-negative")
     end = len(items) if max_results is None else start + max_results
@@ -220,8 +223,12 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.post(TABLE + "/query")
     async def query(request: Request, share: str, schema: str, table: str):
+        raw = b""
+        async for chunk in request.stream():  # a query body is small: refuse a flood early
+            raw += chunk
+            if len(raw) > MAX_BODY_BYTES:
+                raise SharingError(413, "INVALID_PARAMETER_VALUE", "the request body is too large")
         try:
-            raw = await request.body()
             body = json.loads(raw) if raw.strip() else {}
         except ValueError:
             raise bad_request("the request body is not JSON") from None
