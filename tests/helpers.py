@@ -132,7 +132,14 @@ def first_landed_schema(engine) -> None:
 
     from visitshare.db.tables import curated_files, metadata, releases
 
-    later_tables = {"record_batches", "aggregate_states", "dp_spend", "release_files"}
+    later_tables = {
+        "record_batches",
+        "aggregate_states",
+        "dp_spend",
+        "release_files",
+        "share_tokens",
+        "share_access_log",
+    }
     old = sa.MetaData()
     for table in metadata.sorted_tables:
         if table not in (releases, curated_files) and table.name not in later_tables:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -245,6 +246,19 @@ def test_expired_token_gets_401(world: World):
         r = requests.get(f"{other}/shares", headers=bearer(ward), timeout=10)
         assert r.status_code == 401 and r.json()["errorCode"] == "UNAUTHENTICATED"
     assert [t["state"] for t in tokens.listing(later) if t["id"] == ward.id] == ["expired"]
+
+
+def test_the_dashboard_is_served_to_the_partners_token(world: World):
+    _, ward = profile(world, WARD)
+    url = f"{world.endpoint}/dashboard"
+    assert requests.get(url, timeout=10).status_code == 401
+    served = requests.get(url, headers=bearer(ward), params={"version": 1}, timeout=60)
+    assert served.status_code == 200 and served.headers["content-type"].startswith("text/html")
+    pull(world.settings, WARD, 1, "parquet", world.profiles / "dash")
+    pulled = world.profiles / "dash" / WARD / "release-1" / "dashboard.html"
+    assert served.text == pulled.read_text(encoding="utf-8")
+    # Nothing to fetch (the browser test blocks the network and watches the requests).
+    assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", served.text)
 
 
 def test_tokens_are_stored_hashed_and_profiles_are_private(world: World):

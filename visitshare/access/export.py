@@ -1,4 +1,5 @@
-"""`visitshare pull`: one partner's view of a release, exported as Parquet or CSV files."""
+"""`visitshare pull`: one partner's view of a release, exported as Parquet or CSV files, with
+its dashboard (`dashboard.html`, `visitshare.access.dashboard`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from visitshare.access.dashboard import render_dashboard
 from visitshare.access.errors import PartnerError
 from visitshare.access.partners import load_partners, view
 from visitshare.landing.files import write_text_atomic
@@ -50,11 +52,13 @@ def pull(
             _write_csv(_csv_ready(data), tmp)
         tmp.replace(path)
         written[spec.name] = (path, data.num_rows)
-    write_text_atomic(
+    write_text_atomic(target / "dashboard.html", render_dashboard(settings, partner, release))
+    write_text_atomic(  # last: a folder with RELEASE.txt is a complete pull
         target / "RELEASE.txt",
         f"release {release.id} published {release.published_at:%Y-%m-%d %H:%M} UTC for "
         f"partner {partner.id} ({partner.name})\n"
-        + "".join(f"{n}: {rows} rows\n" for n, (_, rows) in written.items()),
+        + "".join(f"{n}: {rows} rows\n" for n, (_, rows) in written.items())
+        + "dashboard: dashboard.html (opens offline in a browser)\n",
     )
     return release.id, written
 

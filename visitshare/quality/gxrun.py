@@ -5,7 +5,8 @@ COMPLETE result format so that GX names every failing row (by `row_id`). Those r
 the failing *values*, which can be personal data, so they never touch disk: `redact()` keeps
 counts and percentages only, and only the redacted result is stored in the project's GX
 context (var/gx) and rendered into the Data Docs site (var/reports/data_docs), one page per
-batch and run, kept across runs.
+batch and run, kept across runs. The site is rendered by `visitshare.quality.datadocs` with our
+own templates (GX's own site needs six CDNs to show anything).
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ for _name in ("great_expectations", "great_expectations.data_context.types.base"
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message="This pattern is interpreted as a regular expression")
 
-SITE = "reports"
 # Result keys that carry failing values (or queries that would select them).
 VALUE_KEYS = (
     "unexpected_list",
@@ -124,6 +124,7 @@ class SuiteRunner:
             )
             for r in first.results
         }
+        first.meta["row_count"] = len(frame)  # the rows the suite ran on (a count, no value)
         if not failed:
             return outcomes, first
         if failed not in self._subsets:
@@ -163,29 +164,20 @@ class ReportsSite:
     """The project's GX context (var/gx) and its Data Docs site (var/reports/data_docs)."""
 
     def __init__(self, gx_dir: Path, docs_dir: Path, clock: Clock):
+        from visitshare.quality.datadocs import DataDocs
+
         self.docs_dir = docs_dir
         self.clock = clock
         self.context = gx.get_context(mode="file", project_root_dir=str(gx_dir))
         _quiet(self.context)
-        sites = self.context.config.data_docs_sites or {}  # what get_config() returns, typed
-        if SITE not in sites:
-            for name in list(sites):
-                self.context.delete_data_docs_site(name)
-            self.context.add_data_docs_site(
-                SITE,
-                {  # type: ignore[typeddict-unknown-key]  # GX's TypedDict lacks SiteBuilder's options
-                    "class_name": "SiteBuilder",
-                    "show_how_to_buttons": False,
-                    "store_backend": {
-                        "class_name": "TupleFilesystemStoreBackend",
-                        "base_directory": str(docs_dir),
-                    },
-                    "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-                },
-            )
+        # GX builds no site of its own any more (its pages load their scripts and styles from
+        # CDNs): the pages are ours, rendered from the same stores.
+        for name in list(self.context.config.data_docs_sites or {}):
+            self.context.delete_data_docs_site(name)
+        self.site = DataDocs(self.context, docs_dir, gx_dir / "data_docs.lock", clock)
 
     def publish(self, suite: Suite, results: list[tuple[str, dict]], run_name: str) -> Path:
-        """Store a run's redacted results (JSON, one per batch), rebuild the site; its index."""
+        """Store a run's redacted results (JSON, one per batch), render what is new; the index."""
         from great_expectations.core.expectation_validation_result import (
             ExpectationSuiteValidationResult,
         )
@@ -200,8 +192,11 @@ class ReportsSite:
                 run_id=RunIdentifier(run_name=run_name, run_time=run_time),
                 batch_identifier=batch,
             )
+            stored = {
+                **redacted,
+                "meta": {**redacted.get("meta", {}), "suite_version": suite.version},
+            }
             self.context.validation_results_store.set(
-                key, ExpectationSuiteValidationResult(**redacted)
+                key, ExpectationSuiteValidationResult(**stored)
             )
-        self.context.build_data_docs(site_names=[SITE])
-        return self.docs_dir / "index.html"
+        return self.site.rebuild(changed_suites={suite.name})

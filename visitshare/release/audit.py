@@ -20,6 +20,7 @@ The privacy gate runs the same checks on a release before anything of it is writ
 
 from __future__ import annotations
 
+import html
 import re
 from datetime import datetime
 from pathlib import Path
@@ -34,7 +35,7 @@ from visitshare.contracts import Contract, FieldType, PiiClass
 from visitshare.landing.files import write_text_atomic
 from visitshare.release.aggregates import SPECS
 from visitshare.release.anonymize import shared_name
-from visitshare.release.disclosure import STYLE, Check, Result, _rows
+from visitshare.release.disclosure import Check, Result, _rows, page
 from visitshare.release.hierarchy import TOWN_GROUP, codes, dimensions, value_codes
 from visitshare.release.recode import qi_columns
 
@@ -385,15 +386,11 @@ def write_audit(report: AuditReport, directory: Path) -> tuple[Path, Path]:
     j, h = directory / f"{stem}.json", directory / f"{stem}.html"
     write_text_atomic(j, report.model_dump_json(indent=2))
     against = f" against release {report.against}" if report.against is not None else ""
-    write_text_atomic(
-        h,
-        f"""<!doctype html><html lang="en"><meta charset="utf-8">
-<title>Audit of release {report.release_id}{against}</title><style>{STYLE}</style>
-<h1>Audit of release {report.release_id}{against}</h1>
-<p>Result: <b class="{report.result.value}">{report.result.value}</b> · {report.created_at:%Y-%m-%d %H:%M %Z}.
+    result = html.escape(report.result.value)
+    body = f"""<p>Result: <b class="{result}">{result}</b> · {report.created_at:%Y-%m-%d %H:%M %Z}.
 Recomputed from the published tables alone.</p>
-{_rows(report.checks)}</html>""",
-    )
+{_rows(report.checks, "checks")}"""
+    write_text_atomic(h, page(f"Audit of release {report.release_id}{against}", body))
     return j, h
 
 

@@ -270,23 +270,66 @@ def enforce(report: DisclosureReport) -> None:
 
 
 # -- output for people ---------------------------------------------------------------------------
-def _rows(items: Sequence[BaseModel]) -> str:
+# The pages are self-contained: CSS inline, no script, no font or link outside the file, so
+# that they render on a machine without network (a police workstation).
+def _cell(v: Any) -> str:
+    """A value as the HTML of a table cell (escaped; a list of records one per line)."""
+    if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+        return "<br>".join(html.escape(_fmt(x)) for x in v)
+    return html.escape(_fmt(v))
+
+
+def _td(key: str, v: Any) -> str:
+    if key == "result" and isinstance(v, str):
+        return f'<td class="{html.escape(v)}">{html.escape(v)}</td>'
+    numeric = isinstance(v, int | float) and not isinstance(v, bool)
+    return ('<td class="num">' if numeric else "<td>") + _cell(v) + "</td>"
+
+
+def _rows(items: Sequence[BaseModel], table_id: str = "") -> str:
+    """A table with one row per item and one column per field."""
     if not items:
         return "<p>none</p>"
-    head = "".join(f"<th>{html.escape(k)}</th>" for k in type(items[0]).model_fields)
+    fields = list(type(items[0]).model_fields)
+    head = "".join(f'<th scope="col">{html.escape(k)}</th>' for k in fields)
     body = "".join(
-        "<tr>"
-        + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in i.model_dump().values())
-        + "</tr>"
-        for i in items
+        "<tr>" + "".join(_td(k, v) for k, v in i.model_dump().items()) + "</tr>\n" for i in items
     )
-    return f"<table><tr>{head}</tr>{body}</table>"
+    ident = f' id="{html.escape(table_id)}"' if table_id else ""
+    return (
+        f'<div class="scroll"><table{ident}><thead><tr>{head}</tr></thead>'
+        f"<tbody>\n{body}</tbody></table></div>"
+    )
+
+
+def _columns(items: Sequence[BaseModel], table_id: str, named_by: str | None = None) -> str:
+    """A table with one column per item and one row per field (items with many fields),
+    each column headed by the item's field `named_by` (or "value")."""
+    if not items:
+        return "<p>none</p>"
+    dumps = [i.model_dump() for i in items]
+    fields = [k for k in type(items[0]).model_fields if k != named_by]
+    head = f'<th scope="col">{html.escape(named_by or "")}</th>' + "".join(
+        f'<th scope="col">{_cell(d[named_by]) if named_by else "value"}</th>' for d in dumps
+    )
+    body = "".join(
+        f'<tr><th scope="row">{html.escape(k)}</th>' + "".join(_td(k, d[k]) for d in dumps)
+        + "</tr>\n"
+        for k in fields
+    )  # fmt: skip
+    return (
+        f'<div class="scroll"><table id="{html.escape(table_id)}" class="fields"><thead>'
+        f"<tr>{head}</tr></thead><tbody>\n{body}</tbody></table></div>"
+    )
 
 
 def _fmt(v: Any) -> str:
     if isinstance(v, list):
         return ", ".join(_fmt(x) for x in v)
     if isinstance(v, dict):
+        if {"dimension", "levels", "rows_at_level"} <= v.keys():  # published rows per level
+            levels = zip(v["levels"], v["rows_at_level"], strict=False)
+            return f"{v['dimension']}: " + ", ".join(f"{lv} {_fmt(n)}" for lv, n in levels)
         return ", ".join(f"{k}: {_fmt(x)}" for k, x in v.items())
     if isinstance(v, bool):
         return str(v)
@@ -297,9 +340,33 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-STYLE = """body{font-family:sans-serif;margin:2em;max-width:80em}table{border-collapse:collapse;
-margin:1em 0;font-size:.9em}td,th{border:1px solid #bbb;padding:4px 8px;text-align:left;
-vertical-align:top}.failed{color:#b00}.passed{color:#070}"""
+STYLE = """body{font-family:"IPAexGothic","Noto Sans CJK JP",system-ui,sans-serif;margin:2em;
+max-width:90em;color:#1c2126;line-height:1.45}h1{font-size:1.5em}h2{font-size:1.2em;
+margin-top:1.6em}.scroll{overflow-x:auto;max-width:100%}table{border-collapse:collapse;
+margin:.5em 0 1em;font-size:.9em}td,th{border:1px solid #c8cdd3;padding:4px 8px;text-align:left;
+vertical-align:top}thead th{background:#eef1f4}tbody th{background:#f6f7f9;font-weight:normal;
+white-space:nowrap}tbody tr:nth-child(even) td{background:#f8f9fa}td.num{text-align:right;
+font-variant-numeric:tabular-nums}table.fields td{min-width:12em}.failed{color:#b3141a;
+font-weight:bold}.passed{color:#106b21;font-weight:bold}.note{color:#5b636b;font-size:.9em}"""
+
+
+def page(title: str, body: str) -> str:
+    """A whole report page: `body` (HTML) under `title`, with the CSS inline."""
+    t = html.escape(title)
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{t}</title>
+<style>{STYLE}</style>
+</head>
+<body>
+<h1>{t}</h1>
+{body}
+</body>
+</html>
+"""
 
 
 def write_report(report: DisclosureReport, directory: Path) -> tuple[Path, Path]:
@@ -308,16 +375,13 @@ def write_report(report: DisclosureReport, directory: Path) -> tuple[Path, Path]
     directory.mkdir(parents=True, exist_ok=True)
     j, h = directory / "disclosure.json", directory / "disclosure.html"
     write_text_atomic(j, report.model_dump_json(indent=2))
-    page = f"""<!doctype html><html lang="en"><meta charset="utf-8">
-<title>Disclosure control, release {report.release_id}</title>
-<style>{STYLE}</style>
-<h1>Disclosure control, release {report.release_id}</h1>
-<p>Result: <b class="{report.result.value}">{report.result.value}</b> · {report.created_at:%Y-%m-%d %H:%M %Z}</p>
-<ul>{"".join(f"<li>{html.escape(s)}</li>" for s in report.summary_lines())}</ul>
-<h2>Record-level datasets</h2>{_rows(report.datasets)}
-<h2>Aggregate tables</h2>{_rows(report.aggregates)}
-<h2>Privacy budget</h2>{_rows([report.budget] if report.budget else [])}
-<h2>Audit of the published data</h2>{_rows(report.checks)}
-</html>"""
-    write_text_atomic(h, page)
+    result = html.escape(report.result.value)
+    body = f"""<p>Result: <b class="{result}">{result}</b> · {report.created_at:%Y-%m-%d %H:%M %Z}.
+The same content as <code>disclosure.json</code>; no data value, counts only.</p>
+<ul id="summary">{"".join(f"<li>{html.escape(s)}</li>" for s in report.summary_lines())}</ul>
+<h2>Record-level datasets</h2>{_columns(report.datasets, "datasets", "dataset")}
+<h2>Aggregate tables</h2>{_columns(report.aggregates, "aggregates", "table")}
+<h2>Privacy budget</h2>{_columns([report.budget] if report.budget else [], "budget")}
+<h2>Audit of the published data</h2>{_rows(report.checks, "checks")}"""
+    write_text_atomic(h, page(f"Disclosure control, release {report.release_id}", body))
     return j, h
