@@ -33,6 +33,9 @@ def pull(
     for name, (path, rows) in written.items():
         table.add_row(name, f"{rows:,}", str(path))
     console.print(table)
+    if written:
+        folder = next(iter(written.values()))[0].parent
+        console.print(f"dashboard: {folder / 'dashboard.html'} (opens offline in a browser)")
 
 
 @app.command("follow")
