@@ -53,7 +53,7 @@ def _check_files(settings, release_id: int) -> None:
     """Every file of a release holds the rows the map says, all of its partition's
     municipality (and month, where the table has one), and the snapshot reads exactly them."""
     release = get_release(settings, release_id)
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         total = 0
         for muni, period, path in _files(settings, release_id).get(spec.name, set()):
             t = pq.read_table(path.removeprefix("file://"))
@@ -127,7 +127,7 @@ def test_a_late_event_replaces_only_its_partitions_and_equals_a_full_rebuild(
     _check_files(settings, third.release_id)
     assert third is not None and get_release(settings, third.release_id).full
     inc, full = get_release(settings, second.release_id), get_release(settings, third.release_id)
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         a, b = read_table(settings, inc, spec.name), read_table(settings, full, spec.name)
         assert a.num_rows == inc.tables[spec.name]["rows"]
         assert _rows(a) == _rows(b), spec.name
@@ -155,7 +155,7 @@ def test_nothing_new_makes_no_release_and_a_forced_one_carries_everything(settin
     again = publish(settings, force=True)
     assert again is not None
     assert _files(settings, again.release_id) == _files(settings, first.release_id)
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         a = read_table(settings, get_release(settings, first.release_id), spec.name)
         b = read_table(settings, get_release(settings, again.release_id), spec.name)
         assert _rows(a) == _rows(b), spec.name
@@ -192,7 +192,7 @@ def test_months_sharing_an_iceberg_partition_keep_their_own_files(settings, cont
     assert first is not None
     files = _files(settings, first.release_id)
     release = get_release(settings, first.release_id)
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         paths = [path for _, _, path in files.get(spec.name, set())]
         assert len(paths) == len(set(paths)), spec.name
         assert (
@@ -210,7 +210,7 @@ def test_held_late_rows_wait_for_new_ones_the_same_in_a_full_rebuild(settings, c
         return sum(d.rows_held for d in published.report.datasets)
 
     def same(a: int, b: int) -> None:
-        for spec in shared.TABLES:
+        for spec in shared.tables(settings):
             ta = read_table(settings, get_release(settings, a), spec.name)
             tb = read_table(settings, get_release(settings, b), spec.name)
             assert _rows(ta) == _rows(tb), spec.name

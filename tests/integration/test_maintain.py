@@ -87,14 +87,17 @@ def _reconciles(settings) -> None:
 
 def _release_rows(settings, release_id: int) -> dict[str, list[str]]:
     release = get_release(settings, release_id)
-    return {spec.name: _rows(read_table(settings, release, spec.name)) for spec in shared.TABLES}
+    return {
+        spec.name: _rows(read_table(settings, release, spec.name))
+        for spec in shared.tables(settings)
+    }
 
 
 def _mapped_rows(settings, release_id: int) -> dict[str, list[str]]:
     """Every table of release N read from the files `release_files` says it shows."""
     with engine_for(settings).connect() as conn:
         mapped = files_of(conn, release_id)
-    out: dict[str, list[str]] = {spec.name: [] for spec in shared.TABLES}
+    out: dict[str, list[str]] = {spec.name: [] for spec in shared.tables(settings)}
     for r in mapped:
         out[r.table_name] += _rows(pq.read_table(r.path.removeprefix("file://")))
     return {k: sorted(v) for k, v in out.items()}
@@ -238,7 +241,7 @@ def test_a_partition_that_fails_is_left_as_it_was(settings, contracts):
 
 def _set_target_file_size(settings, size: int | None) -> None:
     cat = shared.catalog(settings)
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         tbl = cat.load_table(spec.iceberg)
         with tbl.transaction() as tx:
             if size is None:
@@ -286,7 +289,7 @@ def test_small_iceberg_files_are_rewritten_and_every_release_reads_as_before(set
     latest = get_release(settings, third.release_id)
     cat = shared.catalog(settings)
     moved = 0
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         snap = latest.tables[spec.name]["snapshot_id"]
         tbl = cat.load_table(spec.iceberg)
         assert tbl.refs()[f"release-{latest.id}"].snapshot_id == snap
@@ -303,7 +306,7 @@ def test_small_iceberg_files_are_rewritten_and_every_release_reads_as_before(set
     fourth = publish(settings)
     assert fourth is not None
     mapped = _mapped_rows(settings, fourth.release_id)
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         assert _release_rows(settings, fourth.release_id)[spec.name] == mapped[spec.name]
     assert maintain(settings).iceberg_partitions_rewritten == 0  # nothing small left twice
 
@@ -348,7 +351,7 @@ def test_a_rewrite_no_release_adopted_is_undone_by_recovery(settings, contracts)
 
 def _all_referenced_exist(settings) -> None:
     cat = shared.catalog(settings)
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         if cat.table_exists(spec.iceberg):
             missing = [
                 p for p in referenced_files(cat.load_table(spec.iceberg)) if not Path(p).exists()
@@ -393,7 +396,7 @@ def test_retention_and_orphan_removal_remove_unreferenced_files_only(settings, c
     with pytest.raises(ReleaseError, match="expired"):
         get_release(later, first.release_id)
     cat = shared.catalog(later)
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         tbl = cat.load_table(spec.iceberg)
         kept = {s.snapshot_id for s in tbl.metadata.snapshots}
         assert get_release(later, second.release_id).tables[spec.name]["snapshot_id"] in kept

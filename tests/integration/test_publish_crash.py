@@ -97,5 +97,5 @@ def test_killed_publishes_leave_no_residue_and_the_next_completes_them(kafka_set
         assert (release_dir(settings, row.id) / "disclosure.html").exists()
         for name, info in row.tables.items():
             if info["snapshot_id"] is not None:
-                refs = cat.load_table(shared.table(name).iceberg).refs()
+                refs = cat.load_table(shared.table(settings, name).iceberg).refs()
                 assert f"release-{row.id}" in refs, f"release {row.id}: {name} untagged"

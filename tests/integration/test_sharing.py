@@ -89,7 +89,11 @@ def canonical(df: pd.DataFrame) -> list[str]:
 
 def query(world: World, issued, table: str, share: str | None = None, **body) -> requests.Response:
     share = share or issued.partner.id
-    schema = shared.table(table).iceberg.split(".")[0] if table in shared.BY_NAME else "shared"
+    schema = (
+        shared.table(world.settings, table).iceberg.split(".")[0]
+        if table in shared.by_name(world.settings)
+        else "shared"
+    )
     url = f"{world.endpoint}/shares/{share}/schemas/{schema}/tables/{table}/query"
     return requests.post(url, json=body, headers=bearer(issued), timeout=30)
 
@@ -103,7 +107,7 @@ def test_a_ward_reads_its_tables_as_its_pull_exports_them(world: World):
     path, _ = profile(world, WARD)
     client = delta_sharing.SharingClient(str(path))
     tables = client.list_all_tables()
-    expected = {s.name for s in shared.TABLES if s.level is not shared.Level.POLICE}
+    expected = {s.name for s in shared.tables(world.settings) if s.level is not shared.Level.POLICE}
     assert {t.name for t in tables} == expected
     assert {t.share for t in tables} == {WARD}
     for release in (2, 1):
@@ -132,7 +136,7 @@ def test_a_query_lists_exactly_the_files_of_the_callers_rows(world: World):
     by_table: dict[str, list] = {}
     for r in current:
         by_table.setdefault(r.table_name, []).append(r)
-    for spec in shared.TABLES:
+    for spec in shared.tables(world.settings):
         files = by_table.get(spec.name, [])
         police_urls = file_urls(query(world, police, spec.name))
         assert len(police_urls) == len(files), spec.name

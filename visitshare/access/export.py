@@ -39,7 +39,7 @@ def pull(
     release = rel.get_release(settings, which)
     target = out_dir / partner.id / f"release-{release.id}"
     written: dict[str, tuple[Path, int]] = {}
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         if not partner.can_read(spec):
             continue
         data = view(settings, partner, release, spec.name)

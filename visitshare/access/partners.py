@@ -87,7 +87,7 @@ def load_partners(settings: Settings) -> Partners:
 
 def view(settings: Settings, partner: Partner, release, name: str) -> pa.Table:
     """One table of a release as `partner` may see it."""
-    spec = shared.table(name)
+    spec = shared.table(settings, name)
     if not partner.can_read(spec):
         raise PartnerError(f"partner {partner.id!r} may not read {name!r} ({spec.level} only)")
     return rel.read_table(settings, release, name, partner.row_filter(spec))

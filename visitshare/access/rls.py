@@ -26,8 +26,8 @@ class ApplyReport:
     policies_file: str | None = None
 
 
-def _grants(p: Partner) -> list[str]:
-    tables = [t.sql for t in shared.TABLES if t.sql and p.can_read(t)]
+def _grants(settings: Settings, p: Partner) -> list[str]:
+    tables = [t.sql for t in shared.tables(settings) if t.sql and p.can_read(t)]
     return [*tables, "releases", partner_scopes.name]
 
 
@@ -38,7 +38,7 @@ def apply(settings: Settings) -> ApplyReport:
     report = ApplyReport(engine.dialect.name)
     schemas = output_schemas(settings)
     with engine.begin() as conn:
-        for spec in shared.TABLES:
+        for spec in shared.tables(settings):
             if spec.sql:
                 shared.ensure_sql_table(conn, spec.sql, schemas[spec.name])
                 report.tables.append(spec.sql)
@@ -62,10 +62,10 @@ def apply(settings: Settings) -> ApplyReport:
             )
             schema = conn.exec_driver_sql("select current_schema()").scalar_one()
             conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA {prep.quote(schema)} TO {role}")
-            for spec in shared.TABLES:
+            for spec in shared.tables(settings):
                 if spec.sql and not p.can_read(spec):
                     conn.exec_driver_sql(f"REVOKE ALL ON {prep.quote(spec.sql)} FROM {role}")
-            for table in _grants(p):
+            for table in _grants(settings, p):
                 conn.exec_driver_sql(f"GRANT SELECT ON {prep.quote(table)} TO {role}")
             report.roles.append(p.role)
         sql_file = settings.infra_dir / "sql" / "shared_rls.sql"

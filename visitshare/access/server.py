@@ -158,7 +158,9 @@ def create_app(settings: Settings) -> FastAPI:
     ):
         who = caller(request, "list_schemas", share=share)
         sharing.check_share(who.partner, share)
-        items = [{"name": s, "share": who.partner.id} for s in sharing.schemas_of(who.partner)]
+        items = [
+            {"name": s, "share": who.partner.id} for s in sharing.schemas_of(settings, who.partner)
+        ]
         return _page(items, maxResults, pageToken)
 
     @app.get(PREFIX + "/shares/{share}/schemas/{schema}/tables")
@@ -171,11 +173,11 @@ def create_app(settings: Settings) -> FastAPI:
     ):
         who = caller(request, "list_tables", share=share, schema_name=schema)
         sharing.check_share(who.partner, share)
-        if schema.lower() not in sharing.schemas_of(who.partner):
+        if schema.lower() not in sharing.schemas_of(settings, who.partner):
             raise sharing.not_found(f"schema {share}.{schema}")
         items = [
             table_item(who.partner, s, spec)
-            for s, spec in sharing.tables_of(who.partner)
+            for s, spec in sharing.tables_of(settings, who.partner)
             if s == schema.lower()
         ]
         return _page(items, maxResults, pageToken)
@@ -186,14 +188,16 @@ def create_app(settings: Settings) -> FastAPI:
     ):
         who = caller(request, "list_all_tables", share=share)
         sharing.check_share(who.partner, share)
-        items = [table_item(who.partner, s, spec) for s, spec in sharing.tables_of(who.partner)]
+        items = [
+            table_item(who.partner, s, spec) for s, spec in sharing.tables_of(settings, who.partner)
+        ]
         return _page(items, maxResults, pageToken)
 
     # -- one table ----------------------------------------------------------------------------
     def open_table(request: Request, endpoint: str, share: str, schema: str, name: str):
         """The caller and the table the path names in its share (401/403/404 otherwise)."""
         who = caller(request, endpoint, share=share, schema_name=schema, table_name=name)
-        return who, sharing.resolve(who.partner, share, schema, name)
+        return who, sharing.resolve(settings, who.partner, share, schema, name)
 
     def version_response(request: Request, share: str, schema: str, name: str, starting):
         open_table(request, "version", share, schema, name)

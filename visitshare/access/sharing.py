@@ -53,13 +53,13 @@ def schema_of(spec: shared.SharedTable) -> str:
     return spec.iceberg.split(".")[0]
 
 
-def tables_of(partner: Partner) -> list[tuple[str, shared.SharedTable]]:
+def tables_of(settings: Settings, partner: Partner) -> list[tuple[str, shared.SharedTable]]:
     """(schema, table) of every table in the partner's share, in declaration order."""
-    return [(schema_of(s), s) for s in shared.TABLES if partner.can_read(s)]
+    return [(schema_of(s), s) for s in shared.tables(settings) if partner.can_read(s)]
 
 
-def schemas_of(partner: Partner) -> list[str]:
-    return list(dict.fromkeys(schema for schema, _ in tables_of(partner)))
+def schemas_of(settings: Settings, partner: Partner) -> list[str]:
+    return list(dict.fromkeys(schema for schema, _ in tables_of(settings, partner)))
 
 
 def check_share(partner: Partner, share: str) -> None:
@@ -68,10 +68,12 @@ def check_share(partner: Partner, share: str) -> None:
         raise SharingError(403, "PERMISSION_DENIED", f"the share {share!r} is not yours")
 
 
-def resolve(partner: Partner, share: str, schema: str, table: str) -> shared.SharedTable:
+def resolve(
+    settings: Settings, partner: Partner, share: str, schema: str, table: str
+) -> shared.SharedTable:
     """The table a path names in the partner's share; 404 for anything not in it."""
     check_share(partner, share)
-    for sch, spec in tables_of(partner):
+    for sch, spec in tables_of(settings, partner):
         if sch == schema.lower() and spec.name == table.lower():
             return spec
     raise not_found(f"table {share}.{schema}.{table}")
@@ -246,7 +248,7 @@ def file_grantable(settings: Settings, partner: Partner, path: str) -> bool:
             )
         ).all()
     for table_name, muni in rows:
-        spec = shared.BY_NAME.get(table_name)
+        spec = shared.by_name(settings).get(table_name)
         if spec is None or not partner.can_read(spec):
             continue
         if partner.row_filter(spec) is not None and muni != partner.municipality_code:

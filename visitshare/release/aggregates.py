@@ -18,7 +18,7 @@ partition is refreshed, unless the contract's policy says not yet:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -48,6 +48,11 @@ class TableSpec:
     by_month: bool  # partitions are municipality × month (else municipality)
     suppression_groups: list[str] = field(default_factory=list)  # threshold mode
     column_totals: bool = False
+    # A declared table (`visitshare.release.declared`): its count families (name, columns,
+    # L2 sensitivity of one record) and how its rates are derived from protected counts.
+    # None: one of the built-in programme tables below.
+    families: tuple[tuple[str, tuple[str, ...], float], ...] | None = None
+    derive: Callable[[pa.Table, Mapping[str, float]], pa.Table] | None = None
 
 
 SPECS = {
@@ -218,7 +223,7 @@ def release_aggregates(
         spent = (state.rho_spent if state else 0.0) + rho
         report.rho_per_partition_max = max(report.rho_per_partition_max, spent)
     table = _concat([public(values[k]) for k in parts])
-    _count_cells(_concat(list(parts.values())), table, report)
+    _count_cells(spec, _concat(list(parts.values())), table, report)
     stored = [fresh[k] for k in todo]
     return table, refreshes, report, _concat(stored) if stored else None
 
@@ -260,15 +265,24 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
     return pa.concat_tables(tables, promote_options="permissive") if tables else pa.table({})
 
 
-def _counts(t: pa.Table) -> list[str]:
+def _counts(spec: TableSpec, t: pa.Table) -> list[str]:
+    if spec.families is not None:
+        return [c for _, cols, _ in spec.families for c in cols if not _internal(c)]
     return [c for c in visit_columns(t) + incident_columns(t) if c not in INTERNAL] + [
         c for c in ("incidents_before_90d", "incidents_after_90d") if c in t.column_names
     ]
 
 
-def _count_cells(true: pa.Table, published: pa.Table, report: AggregateReport) -> None:
+def _internal(column: str) -> bool:
+    """Inputs of a mean: protected with the counts, kept in the police zone, not published."""
+    return column in INTERNAL or column.startswith("_")
+
+
+def _count_cells(
+    spec: TableSpec, true: pa.Table, published: pa.Table, report: AggregateReport
+) -> None:
     """Cells, cells published and the true count blanked; `published` row i is `true` row i."""
-    for c in _counts(true):
+    for c in _counts(spec, true):
         values = true.column(c).to_numpy(zero_copy_only=False)
         report.count_total += int(values.sum())
         if c not in published.column_names:
@@ -310,6 +324,8 @@ def _noisy(
     ]
     if spec.name == "before_after_town":
         families = [("incident", ["incidents_before_90d", "incidents_after_90d"], 1.0)]
+    if spec.families is not None:
+        families = [(name, list(cols), l2) for name, cols, l2 in spec.families]
     least: dict[str, float] = {}
     for family, columns, l2 in families:
         if not columns:
@@ -327,8 +343,13 @@ def _noisy(
             f"{family}_counts_moe95", pa.array(np.full(part.num_rows, moe), pa.int64())
         )
         report.moe95[family] = moe
-    out = derive_rates(out, least) if spec.name != "before_after_town" else out
-    return out, spent
+    return _derived(spec, out, least), spent
+
+
+def _derived(spec: TableSpec, t: pa.Table, least: Mapping[str, float]) -> pa.Table:
+    if spec.derive is not None:
+        return spec.derive(t, least)
+    return derive_rates(t, least) if spec.name != "before_after_town" else t
 
 
 def _suppressed(
@@ -338,11 +359,22 @@ def _suppressed(
     previous: pa.Table | None,
     report: AggregateReport,
 ) -> pa.Table:
-    counts = part.drop_columns([c for c in INTERNAL if c in part.column_names])
-    table, s = suppress(counts, spec.name, spec.suppression_groups, threshold, spec.column_totals)
+    counts = part.drop_columns([c for c in part.column_names if _internal(c)])
+    families = (
+        None
+        if spec.families is None
+        else [
+            (published, False)
+            for _, cols, _ in spec.families
+            if (published := [c for c in cols if not _internal(c)])
+        ]
+    )
+    table, s = suppress(
+        counts, spec.name, spec.suppression_groups, threshold, spec.column_totals, families
+    )
     report.primary += s.primary
     report.secondary += s.secondary
-    answers = part.select([c for c in INTERNAL if c in part.column_names])
+    answers = part.select([c for c in part.column_names if _internal(c)])
     for c in answers.column_names:
         table = table.append_column(c, answers.column(c))
     if previous is not None:  # a cell moves only by at least the threshold
@@ -352,13 +384,15 @@ def _suppressed(
         "satisfaction_answers": threshold,
         "households_visited": threshold,
     }
-    return derive_rates(table, least) if spec.name != "before_after_town" else table
+    if spec.families is not None:  # every count is a denominator's candidate
+        least = {c: threshold for _, cols, _ in spec.families for c in cols}
+    return _derived(spec, table, least)
 
 
 def public(values: pa.Table) -> pa.Table:
     """The published columns of a partition's stored values (the mean's inputs stay in the
     police zone, where the next release's sticky rule reads them)."""
-    return values.drop_columns([c for c in INTERNAL if c in values.column_names])
+    return values.drop_columns([c for c in values.column_names if _internal(c)])
 
 
 def _sticky(new: pa.Table, old: pa.Table, keys: list[str], threshold: int) -> pa.Table:

@@ -39,8 +39,6 @@ from visitshare.release.disclosure import Check, Result, _rows, page
 from visitshare.release.hierarchy import TOWN_GROUP, codes, dimensions, value_codes
 from visitshare.release.recode import qi_columns
 
-RECORD_TABLES = ("visits", "incidents")
-
 
 def _check(name: str, ok: bool, detail: str) -> Check:
     return Check(name=name, result=Result.PASSED if ok else Result.FAILED, detail=detail)
@@ -262,7 +260,7 @@ def differencing(
     smaller than k isolates them), rows that disappeared or changed, and exact aggregate cells
     that moved by less than the threshold."""
     out = []
-    for role in RECORD_TABLES:
+    for role in contracts:  # the record-level tables
         if role not in new or role not in old:
             continue
         contract = contracts[role]
@@ -361,7 +359,7 @@ def audit_tables(
 ) -> list[Check]:
     """Every check on one release's shared tables (and against an earlier one)."""
     checks: list[Check] = []
-    for role in RECORD_TABLES:
+    for role in contracts:  # the record-level tables
         if role in tables:
             contract = contracts[role]
             checks += record_checks(tables[role], contract, role, allowed[role])
@@ -401,7 +399,7 @@ def published_tables(settings, release_id: int) -> dict[str, pa.Table]:
 
     cat = shared.catalog(settings)
     out = {}
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         if spec.level is shared.Level.POLICE or not cat.table_exists(spec.iceberg):
             continue
         tbl = cat.load_table(spec.iceberg)
@@ -419,7 +417,7 @@ def audit_release(
 ) -> tuple[AuditReport, Path]:
     """Audit a published release (and the differencing attack against `against`, default the
     release before it); write the report; (report, its HTML page)."""
-    from visitshare.contracts.roles import outcome_roles
+    from visitshare.contracts.roles import record_contracts
     from visitshare.release.build import output_schemas
     from visitshare.release.releases import get_release, release_dir
 
@@ -429,7 +427,7 @@ def audit_release(
             against = get_release(settings, release_id - 1).id
         except Exception:
             against = None
-    roles = outcome_roles(settings.contracts_dir)
+    roles = record_contracts(settings.contracts_dir)
     schemas = output_schemas(settings)
     tables = published_tables(settings, release_id)
     previous = published_tables(settings, against) if against is not None else None

@@ -13,12 +13,12 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from visitshare.contracts import Contract
-from visitshare.contracts.roles import outcome_roles
+from visitshare.contracts.roles import outcome_roles, record_contracts
 from visitshare.db import engine_for
 from visitshare.db.tables import aggregate_states, content_seq, curated_files, record_batches
 from visitshare.landing import zones
 from visitshare.landing.files import write_parquet
-from visitshare.release import keys, shared
+from visitshare.release import declared, keys, shared
 from visitshare.release.aggregates import (
     SPECS,
     AggregateReport,
@@ -101,7 +101,8 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
     utilities: dict[str, Utility] = {}
     batches: list[NewBatch] = []
     police: dict[str, pa.Table] = {}
-    for role, contract in roles.items():
+    records = record_contracts(settings.contracts_dir)
+    for role, contract in records.items():
         raw = _read(settings, _shard_files(settings, plan_, shard, contract.name), contract)
         base, frs[contract.name], municipality_only = anonymize(raw, contract)
 
@@ -153,6 +154,27 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
             state.aggregates.get(name, {}),
             plan_.as_of,
             cv.disclosure.close_after_days,
+            store,
+            values_path.as_posix(),
+        )
+        if stored is not None:
+            write_parquet(stored, settings.lake / values_path)
+        refreshes += made
+    # Outcome tables declared next to the contracts, over the rows of any dataset.
+    datasets = {c.name: c for c in records.values()}
+    rows = {c.name: police[role] for role, c in records.items()}
+    for d in declared.load(settings.contracts_dir, datasets):
+        owner = d.policy_contract(datasets)
+        values_path = zones.aggregate_values(d.name, f"{plan_.token}-{index:03d}")
+        out[d.name], made, reports[d.name], stored = release_aggregates(
+            declared.table_spec(d),
+            declared.true_values(d, rows),
+            owner.disclosure.aggregates,
+            owner.disclosure.min_cell_count,
+            1.0,  # unused: the declaration gives each family's sensitivity
+            state.aggregates.get(d.name, {}),
+            plan_.as_of,
+            owner.disclosure.close_after_days,
             store,
             values_path.as_posix(),
         )
@@ -244,7 +266,7 @@ def load_state(
 def output_schemas(settings: Settings) -> dict[str, pa.Schema]:
     """The schema of every shared table under the current contracts (from empty inputs;
     computed once per version of the contracts)."""
-    roles = outcome_roles(settings.contracts_dir)
+    roles = record_contracts(settings.contracts_dir)
     key = tuple(sorted((c.id, c.fingerprint) for c in roles.values()))
     if key not in _SCHEMAS:
         _SCHEMAS.clear()
@@ -264,7 +286,7 @@ def _output_schemas(settings: Settings) -> dict[str, pa.Schema]:
     roles = outcome_roles(settings.contracts_dir)
     cv, ci = roles["visits"], roles["incidents"]
     police, shared = {}, {}
-    for role, contract in roles.items():
+    for role, contract in record_contracts(settings.contracts_dir).items():
         raw = validated_schema(contract).empty_table()
         base, _, _ = anonymize(raw, contract)
         dims = dimensions(contract)
@@ -288,4 +310,16 @@ def _output_schemas(settings: Settings) -> dict[str, pa.Schema]:
     out["repeat_victimization"] = repeat_victimization(
         police["visits"], police["incidents"], b"0" * 32, household_namespace(cv)
     ).schema
+    datasets = {c.name: c for c in record_contracts(settings.contracts_dir).values()}
+    for d in declared.load(settings.contracts_dir, datasets):
+        values, _ = protect(
+            declared.table_spec(d),
+            declared.true_values(d, declared.empty_inputs(d, datasets)),
+            d.policy_contract(datasets).disclosure.aggregates,
+            10,
+            1.0,
+            None,
+            AggregateReport(table=d.name, mode=policy.mode),
+        )
+        out[d.name] = public(values).schema
     return out

@@ -167,7 +167,7 @@ def rewrite_small_files(settings: Settings, report: MaintainReport) -> None:
     if latest is None:
         return
     cat = shared.catalog(settings)
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         try:
             _rewrite_table(settings, cat, spec, latest, report)
         except Exception as exc:  # one table never stops the others
@@ -355,7 +355,7 @@ def _snapshot_count(settings: Settings) -> int:
     cat = shared.catalog(settings)
     return sum(
         len(cat.load_table(spec.iceberg).metadata.snapshots)
-        for spec in shared.TABLES
+        for spec in shared.tables(settings)
         if cat.table_exists(spec.iceberg)
     )
 
@@ -375,7 +375,7 @@ def expire_snapshots(settings: Settings) -> int:
         kept = {t.get("snapshot_id") for tables in named for t in tables.values()} - {None}
     cat = shared.catalog(settings)
     expired = 0
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         if not cat.table_exists(spec.iceberg):
             continue
         tbl = cat.load_table(spec.iceberg)

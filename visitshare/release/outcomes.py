@@ -341,7 +341,12 @@ def _families(columns: list[str]) -> list[tuple[list[str], bool]]:
 
 
 def suppress(
-    table: pa.Table, name: str, group_keys: list[str], threshold: int, column_totals: bool
+    table: pa.Table,
+    name: str,
+    group_keys: list[str],
+    threshold: int,
+    column_totals: bool,
+    families: list[tuple[list[str], bool]] | None = None,
 ) -> tuple[pa.Table, SuppressionReport]:
     """Null out count cells with 1..threshold-1 subjects, and cells that would reveal them.
 
@@ -356,7 +361,7 @@ def suppress(
         return table, report
     groups = _group_index(table, group_keys)
     masks: dict[str, np.ndarray] = {}
-    for columns, row_total in _families(table.column_names):
+    for columns, row_total in families if families is not None else _families(table.column_names):
         values = np.column_stack(
             [table.column(c).to_numpy(zero_copy_only=False) for c in columns]
         ).astype(float)

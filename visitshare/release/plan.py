@@ -24,7 +24,7 @@ from collections import defaultdict
 
 import sqlalchemy as sa
 
-from visitshare.contracts.roles import outcome_roles
+from visitshare.contracts.roles import record_contracts
 from visitshare.db import engine_for
 from visitshare.db.tables import aggregate_states, content_seq, curated_files
 from visitshare.quality.compact import validated_lineage
@@ -45,7 +45,7 @@ def plan(
     """What the next release consists of; None when nothing changed since the latest one."""
     now = settings.clock.now()
     key_fp = keys.fingerprint(keys.load_key(settings))
-    roles = outcome_roles(settings.contracts_dir)
+    roles = record_contracts(settings.contracts_dir)  # every contract: its rows are released
     contracts = {c.id: c.fingerprint for c in roles.values()}
     engine = engine_for(settings)
     seq = content_seq().label("seq")

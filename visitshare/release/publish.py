@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from visitshare.contracts import Contract
-from visitshare.contracts.roles import outcome_roles
+from visitshare.contracts.roles import outcome_roles, record_contracts
 from visitshare.db import engine_for
 from visitshare.db.tables import (
     aggregate_states,
@@ -44,7 +44,7 @@ from visitshare.db.tables import (
 from visitshare.landing import zones
 from visitshare.landing.files import write_parquet
 from visitshare.processes import process_pool
-from visitshare.release import audit, disclosure, history, keys, shared
+from visitshare.release import audit, declared, disclosure, history, keys, shared
 from visitshare.release.aggregates import (
     SPECS,
     AggregateReport,
@@ -80,12 +80,12 @@ log = logging.getLogger(__name__)
 
 
 # -- 3. finalize -------------------------------------------------------------------------------
-RECORD_AND_MONTHLY = (
-    "visits",
-    "incidents",
-    "outcomes_town_month",
-    "outcomes_municipality_month",
-)
+MONTHLY = ("outcomes_town_month", "outcomes_municipality_month")  # built per shard
+
+
+def _datasets(records: dict[str, Contract]) -> dict[str, Contract]:
+    """Dataset name → contract (the record tables are named by role or dataset)."""
+    return {c.name: c for c in records.values()}
 
 
 def _current_files(conn: sa.Connection, name: str) -> list[sa.Row]:
@@ -127,7 +127,7 @@ def _previous_tables(
                 pa.concat_tables(tables, promote_options="permissive")
                 if tables
                 else shared.catalog(settings)
-                .load_table(shared.table(name).iceberg)
+                .load_table(shared.table(settings, name).iceberg)
                 .schema()
                 .as_arrow()
                 .empty_table()
@@ -159,6 +159,7 @@ def _gather(settings: Settings, results: list[ShardResult], name: str) -> pa.Tab
 def _report(
     release_id: int,
     roles: dict[str, Contract],
+    records: dict[str, Contract],
     results: list[ShardResult],
     spanning: dict[str, AggregateReport],
     data: dict[str, pa.Table],
@@ -168,29 +169,30 @@ def _report(
     scope: str,
 ) -> disclosure.DisclosureReport:
     datasets = []
-    for contract in roles.values():
+    for contract in records.values():
         fr = disclosure.merge_field_reports([r.field_reports[contract.name] for r in results])
         u = disclosure.merge_utility([r.utility[contract.name] for r in results])
         datasets.append(disclosure.dataset_disclosure(contract, fr, u))
+    names = [*SPECS, *(d.name for d in declared.load(settings.contracts_dir, _datasets(records)))]
     aggregates = [
         spanning[name]
         if name in spanning
         else disclosure.merge_aggregates([r.aggregates[name] for r in results])
-        for name in SPECS
+        for name in names
     ]
-    policy = roles["visits"].disclosure.aggregates
+    policy = roles["visits"].disclosure.aggregates  # the outcome tables' policy
     budget = (
         disclosure.budget(aggregates, policy.rho_per_release, policy.rho_cap)
         if policy.mode == "dp"
         else None
     )
     schemas = output_schemas(settings)
-    allowed = {role: set(schemas[role].names) for role in roles}
-    threshold = max(c.disclosure.min_cell_count for c in roles.values())
+    allowed = {name: set(schemas[name].names) for name in records}
+    threshold = max(c.disclosure.min_cell_count for c in records.values())
     public = {
         n: t.drop_columns([c for c in t.column_names if c.startswith("_")]) for n, t in data.items()
     }
-    checks = audit.audit_tables(public, roles, allowed, previous, threshold)
+    checks = audit.audit_tables(public, records, allowed, previous, threshold)
     failed = any(c.result is disclosure.Result.FAILED for c in checks)
     return disclosure.DisclosureReport(
         release_id=release_id,
@@ -304,6 +306,7 @@ def finalize(
     if [r.index for r in results] != list(range(len(plan_.shards))):
         raise ReleaseError("not every shard of the plan was built: nothing published")
     roles = outcome_roles(settings.contracts_dir)
+    records = record_contracts(settings.contracts_dir)
     engine = engine_for(settings)
     with engine.connect() as conn:
         done = conn.execute(sa.select(releases).where(releases.c.plan_token == plan_.token)).first()
@@ -327,7 +330,8 @@ def finalize(
             f"(it builds on {plan_.previous}); publish again"
         )
     release_id = (top or 0) + 1
-    data = {name: _gather(settings, results, name) for name in RECORD_AND_MONTHLY}
+    outcomes = [d.name for d in declared.load(settings.contracts_dir, _datasets(records))]
+    data = {name: _gather(settings, results, name) for name in [*records, *MONTHLY, *outcomes]}
     # Partitions whose published rows may change: record-level ones wherever recomputed,
     # aggregate ones where refreshed (a carried or stale partition keeps its values: its files
     # stay as they are).
@@ -337,9 +341,9 @@ def finalize(
         name: None
         if plan_.full
         else touched
-        if name in ("visits", "incidents")
+        if name in records
         else _refreshed([f for f in refreshes if f.table_name == name])
-        for name in RECORD_AND_MONTHLY
+        for name in data
     }
     key = keys.load_key(settings)
     if keys.fingerprint(key) != plan_.key_fingerprint:
@@ -347,7 +351,10 @@ def finalize(
     spanning, more, ba_report, ba_refreshes = _spanning_tables(settings, plan_, roles, key)
     data.update(spanning)
     replaced.update(more)
-    data = {name: _only(shared.table(name), table, replaced[name]) for name, table in data.items()}
+    data = {
+        name: _only(shared.table(settings, name), table, replaced[name])
+        for name, table in data.items()
+    }
     now = settings.clock.now()
     previous = _previous_tables(settings, latest, replaced)
     scope = (
@@ -360,6 +367,7 @@ def finalize(
     report = _report(
         release_id,
         roles,
+        records,
         results,
         {"before_after_town": ba_report},
         data,
@@ -396,7 +404,7 @@ def _write(
     engine = engine_for(settings)
     now = report.created_at
     kind = "full" if plan_.full else f"incremental: {len(plan_.touched)} partitions"
-    say(f"writing release {release_id} ({kind}): {len(shared.TABLES)} Iceberg tables")
+    say(f"writing release {release_id} ({kind}): {len(shared.tables(settings))} Iceberg tables")
     cat = shared.catalog(settings)
     schemas = output_schemas(settings)
     tables: dict[str, dict[str, Any]] = {}
@@ -409,9 +417,9 @@ def _write(
                 if replaced[spec.name] is not None
                 and (f.municipality_code, f.period) not in replaced[spec.name]  # type: ignore[operator]
             }
-            for spec in shared.TABLES
+            for spec in shared.tables(settings)
         }
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         parts = shared.split_partitions(spec, data[spec.name])
         snap, files = shared.write_partitions(
             cat, spec, schemas[spec.name], parts, kept[spec.name], release_id
@@ -425,7 +433,7 @@ def _write(
                 f"release {current.id if current else '?'} was published by someone else "
                 "meanwhile; publish again"
             )
-        for spec in shared.TABLES:
+        for spec in shared.tables(settings):
             replacing = replaced[spec.name]
             if spec.sql:
                 t = shared.ensure_sql_table(conn, spec.sql, schemas[spec.name])
@@ -449,7 +457,7 @@ def _write(
             conn.execute(
                 release_files.insert(), [{**f, "release_from": release_id} for f in new_files]
             )
-        for spec in shared.TABLES:
+        for spec in shared.tables(settings):
             tables[spec.name]["rows"] = int(
                 conn.execute(  # type: ignore[arg-type]
                     sa.select(sa.func.coalesce(sa.func.sum(release_files.c.rows), 0)).where(

@@ -148,7 +148,7 @@ def _heads_moved(settings: Settings) -> bool:
             .order_by(releases.c.id.desc())
         ).first()
     cat = shared.catalog(settings)
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         if not cat.table_exists(spec.iceberg):
             continue
         head = cat.load_table(spec.iceberg).current_snapshot()
@@ -185,7 +185,7 @@ def orphan_files(settings: Settings) -> list[Path]:
     Call only while holding the publish lock (no write under way)."""
     cat = shared.catalog(settings)
     out: list[Path] = []
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         if not cat.table_exists(spec.iceberg):
             continue
         table = cat.load_table(spec.iceberg)
@@ -224,7 +224,7 @@ def complete_release(settings: Settings, row: sa.Row) -> None:
     """Tag the release's snapshots and write its report (idempotent), then mark it complete."""
     cat = shared.catalog(settings)
     for name, info in row.tables.items():
-        spec = shared.table(name)
+        spec = shared.table(settings, name)
         shared.tag_release(cat, spec, info["snapshot_id"], row.id)
     report = disclosure.DisclosureReport.model_validate(row.disclosure)
     disclosure.write_report(report, release_dir(settings, row.id))
@@ -264,7 +264,7 @@ def align_snapshots(settings: Settings) -> list[str]:
     latest = published[-1]
     cat = shared.catalog(settings)
     changed = []
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         if not cat.table_exists(spec.iceberg):
             continue
         tbl = cat.load_table(spec.iceberg)

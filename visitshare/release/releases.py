@@ -54,7 +54,7 @@ def get_release(settings: Settings, which: str | int = "latest") -> sa.Row:
 
 def read_table(settings: Settings, release: sa.Row, name: str, row_filter=None) -> pa.Table:
     """One shared table as it is in `release` (Iceberg snapshot of that release)."""
-    spec = shared.table(name)
+    spec = shared.table(settings, name)
     info = release.tables.get(name)
     if info is None:
         raise ReleaseError(f"release {release.id} has no table {name!r}")

@@ -41,7 +41,7 @@ def expire_releases(settings: Settings, now: datetime | None = None) -> list[int
         oldest = conn.execute(
             sa.select(sa.func.min(releases.c.id)).where(releases.c.status == "published")
         ).scalar()
-        for spec in shared.TABLES:
+        for spec in shared.tables(settings):
             if spec.sql and sa.inspect(conn).has_table(spec.sql):
                 t = sa.Table(spec.sql, sa.MetaData(), autoload_with=conn)
                 if "superseded_by" in t.c:
@@ -50,7 +50,7 @@ def expire_releases(settings: Settings, now: datetime | None = None) -> list[int
                     conn.execute(t.delete().where(t.c.release_id.in_(ids)))
         conn.execute(release_files.delete().where(release_files.c.release_to <= oldest))
     cat = shared.catalog(settings)
-    for spec in shared.TABLES:
+    for spec in shared.tables(settings):
         for rid in ids:
             shared.untag_release(cat, spec, rid)
         if cat.table_exists(spec.iceberg):

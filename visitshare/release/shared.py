@@ -51,8 +51,10 @@ class SharedTable:
     period: str | None = None
 
 
-TABLES: tuple[SharedTable, ...] = (
-    SharedTable(
+# The record-level tables of the outcome roles keep the partitioning they were created with;
+# any other dataset's table is partitioned by municipality (`tables`).
+ROLE_LAYOUTS = {
+    "visits": SharedTable(
         "visits",
         "shared.visits",
         Level.TOWN,
@@ -61,7 +63,7 @@ TABLES: tuple[SharedTable, ...] = (
         description="Visit outcomes, record level, k-anonymous (household pseudonyms).",
         period=PERIOD,
     ),
-    SharedTable(
+    "incidents": SharedTable(
         "incidents",
         "shared.incidents",
         Level.TOWN,
@@ -69,6 +71,8 @@ TABLES: tuple[SharedTable, ...] = (
         description="Incident reports, record level, k-anonymous; sensitive crimes without town.",
         period=PERIOD,
     ),
+}
+AGGREGATE_TABLES: tuple[SharedTable, ...] = (
     SharedTable(
         "outcomes_town_month",
         "shared.outcomes_town_month",
@@ -105,14 +109,56 @@ TABLES: tuple[SharedTable, ...] = (
         period="occurred_date",
     ),
 )
-BY_NAME = {t.name: t for t in TABLES}
 
 
-def table(name: str) -> SharedTable:
+def record_table(name: str, contract) -> SharedTable:
+    """The record-level shared table of a contract's rows (`name`: its role, or its dataset)."""
+    if name in ROLE_LAYOUTS:
+        return ROLE_LAYOUTS[name]
+    return SharedTable(
+        name,
+        f"shared.{name}",
+        Level.TOWN,
+        ("municipality_code",),
+        description=f"{contract.name} v{contract.version}, record level, k-anonymous.",
+        period=PERIOD,
+    )
+
+
+def tables(settings: Settings) -> tuple[SharedTable, ...]:
+    """Every shared table under the settings' contracts: one record-level table per contract
+    (`visitshare.contracts.roles.record_contracts`), the built-in aggregate tables, then the
+    outcome tables declared next to the contracts (`visitshare.release.declared`)."""
+    from visitshare.contracts.roles import record_contracts
+    from visitshare.release import declared
+
+    records = record_contracts(settings.contracts_dir)
+    by_dataset = {c.name: c for c in records.values()}
+    defined = declared.load(settings.contracts_dir, by_dataset)
+    out = (
+        tuple(record_table(n, c) for n, c in records.items())
+        + AGGREGATE_TABLES
+        + tuple(declared.shared_table(d) for d in defined)
+    )
+    names = [t.name for t in out]
+    if len(set(names)) != len(names):
+        from visitshare.contracts import ContractError
+
+        twice = sorted({n for n in names if names.count(n) > 1})
+        raise ContractError(f"two shared tables would be named {twice}: rename one")
+    return out
+
+
+def by_name(settings: Settings) -> dict[str, SharedTable]:
+    return {t.name: t for t in tables(settings)}
+
+
+def table(settings: Settings, name: str) -> SharedTable:
+    known = by_name(settings)
     try:
-        return BY_NAME[name]
+        return known[name]
     except KeyError:
-        raise ValueError(f"no shared table {name!r} (known: {', '.join(BY_NAME)})") from None
+        raise ValueError(f"no shared table {name!r} (known: {', '.join(known)})") from None
 
 
 def warehouse(settings: Settings) -> Path:

@@ -1,0 +1,185 @@
+"""Outcome tables declared in files: loading, true values over police-zone rows, protection
+and derived values (`visitshare.release.declared`)."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+import yaml
+
+from visitshare.contracts import ContractError, ContractRegistry, geography
+from visitshare.quality.validate import validated_schema
+from visitshare.release import declared
+from visitshare.release.aggregates import AggregateReport, protect
+from visitshare.settings import REPO_ROOT
+
+DEFINITION = {
+    "name": "follow_ups_town_month",
+    "description": "Follow-ups asked for and workshop invitations, per town and month.",
+    "level": "town",
+    "grain": "town_month",
+    "inputs": {"visit_outcome": "visited_at"},
+    "sql": """
+        SELECT municipality_code, town, month,
+               count(*) FILTER (WHERE outcome = 'completed') AS visits_completed,
+               count(*) FILTER (WHERE follow_up_requested) AS follow_ups,
+               count(*) FILTER (WHERE workshop_invited) AS invited,
+               coalesce(sum(satisfaction - 1), 0) AS _points,
+               count(satisfaction) AS _answers,
+               count(*) FILTER (WHERE satisfaction <= 2) AS low,
+               count(*) FILTER (WHERE satisfaction >= 3) AS high
+        FROM visit_outcome GROUP BY ALL""",
+    "counts": [
+        {"name": "visit", "columns": ["visits_completed", "follow_ups", "invited"]},
+        {"name": "satisfaction", "columns": ["_points", "_answers"], "l2": 4.2},
+        {"name": "satisfaction_band", "columns": ["low", "high"]},
+    ],
+    "ratios": {"follow_up_rate": ["follow_ups", "visits_completed", 100]},
+    "means": {"satisfaction_mean": ["_points", "_answers", 1, 5]},
+    "medians": {"satisfaction_median": {"low": 1.5, "high": 4}},
+}
+
+
+@pytest.fixture
+def contracts_dir(tmp_path: Path) -> Path:
+    folder = tmp_path / "schemas"
+    shutil.copytree(REPO_ROOT / "schemas", folder)
+    (folder / "outcomes").mkdir(exist_ok=True)
+    return folder
+
+
+def _write(folder: Path, definition: dict) -> None:
+    path = folder / "outcomes" / f"{definition['name']}.yaml"
+    path.write_text(yaml.safe_dump(definition, allow_unicode=True), encoding="utf-8")
+
+
+def _datasets(folder: Path) -> dict:
+    return {c.name: c for c in ContractRegistry.load(folder)}
+
+
+def _visits(contract, rows: list[dict]) -> pa.Table:
+    schema = validated_schema(contract)
+    full = [{f.name: r.get(f.name) for f in schema} for r in rows]
+    return pa.Table.from_pylist(full, schema=schema)
+
+
+def test_a_declaration_is_loaded_and_checked(contracts_dir):
+    _write(contracts_dir, DEFINITION)
+    (d,) = declared.load(contracts_dir, _datasets(contracts_dir))
+    assert d.keys == ["municipality_code", "town", "month"]
+    assert d.counts[0].sensitivity == pytest.approx(3**0.5)
+    for broken, message in (
+        ({"inputs": {"no_such_dataset": "at"}}, "no contract"),
+        ({"inputs": {"visit_outcome": "no_such_field"}}, "no field"),
+        ({"ratios": {"r": ["follow_ups", "not_counted"]}}, "not counts"),
+        ({"counts": [{"name": "x", "columns": ["a", "a"]}]}, "two count families"),
+        (
+            {"counts": [{"name": "x", "columns": ["a"]}, {"name": "x", "columns": ["b"]}]},
+            "same name",
+        ),
+        ({"level": "everyone"}, "level"),
+        ({"extra": 1}, "extra"),
+        ({"counts": [{"name": "x", "columns": ["bad name"]}]}, "pattern"),
+    ):
+        _write(contracts_dir, DEFINITION | broken)
+        with pytest.raises(ContractError) as err:
+            declared.load(contracts_dir, _datasets(contracts_dir))
+        assert message in str(err.value), broken
+
+
+def test_true_values_cover_every_town_and_protection_derives_from_noisy_counts(contracts_dir):
+    _write(contracts_dir, DEFINITION)
+    datasets = _datasets(contracts_dir)
+    (d,) = declared.load(contracts_dir, datasets)
+    muni = "13104"
+    towns = geography.municipalities()[muni].towns
+    at = datetime(2030, 3, 10, 10, tzinfo=UTC)
+    rows = [
+        {
+            "municipality_code": muni,
+            "town": towns[i % 3],
+            "visited_at": at + timedelta(days=i % 2 * 30),
+            "outcome": "completed",
+            "follow_up_requested": i % 4 == 0,
+            "workshop_invited": i % 5 == 0,
+            "satisfaction": 1 + i % 5,
+        }
+        for i in range(60)
+    ]
+    true = declared.true_values(d, {"visit_outcome": _visits(datasets["visit_outcome"], rows)})
+    months = sorted(set(true.column("month").to_pylist()))
+    assert months == ["2030-03", "2030-04"]
+    assert true.num_rows == 2 * len(towns)  # every town of the municipality, each month
+    assert sum(true.column("follow_ups").to_pylist()) == 15
+    assert sum(true.column("_answers").to_pylist()) == 60
+    empty = [r for r in true.to_pylist() if r["town"] not in towns[:3]]
+    assert empty and all(r["visits_completed"] == 0 for r in empty)
+
+    policy = d.policy_contract(datasets).disclosure.aggregates
+    report = AggregateReport(table=d.name, mode="dp")
+    values, rho = protect(declared.table_spec(d), true, policy, 10, 1.0, None, report)
+    assert rho == pytest.approx(policy.rho_per_release)
+    assert set(report.moe95) == {"visit", "satisfaction", "satisfaction_band"}
+    published = values.drop_columns([c for c in values.column_names if c.startswith("_")])
+    assert {"follow_up_rate", "satisfaction_mean", "satisfaction_median"} <= set(
+        published.column_names
+    )
+    noisy = np.array(values.column("follow_ups").to_pylist())
+    assert not np.array_equal(noisy, np.array(true.column("follow_ups").to_pylist()))
+    # A rate exists only where its denominator is clear of the noise.
+    moe = values.column("visit_counts_moe95")[0].as_py()
+    for r in values.to_pylist():
+        if r["follow_up_rate"] is not None:
+            assert r["visits_completed"] > 0
+            assert r["follow_up_rate"] == pytest.approx(
+                100 * r["follow_ups"] / r["visits_completed"]
+            )
+        if r["visits_completed"] <= 0:
+            assert r["follow_up_rate"] is None
+    assert moe > 0
+
+
+def test_threshold_mode_suppresses_small_cells_in_declared_families(contracts_dir):
+    _write(contracts_dir, DEFINITION)
+    datasets = _datasets(contracts_dir)
+    (d,) = declared.load(contracts_dir, datasets)
+    true = pa.table(
+        {
+            "municipality_code": ["13104"] * 3,
+            "town": ["a", "b", "c"],
+            "month": ["2030-03"] * 3,
+            "visits_completed": [40, 3, 25],
+            "follow_ups": [12, 1, 0],
+            "invited": [5, 2, 30],
+            "_points": [80, 6, 40],
+            "_answers": [40, 3, 25],
+            "low": [10, 1, 5],
+            "high": [30, 2, 20],
+        }
+    )
+    policy = d.policy_contract(datasets).disclosure.aggregates.model_copy(
+        update={"mode": "threshold"}
+    )
+    report = AggregateReport(table=d.name, mode="threshold")
+    values, _ = protect(declared.table_spec(d), true, policy, 10, 1.0, None, report)
+    rows = values.to_pylist()
+    for r, t in zip(rows, true.to_pylist(), strict=True):
+        for c in ("visits_completed", "follow_ups", "invited", "low", "high"):
+            if 0 < t[c] < 10:
+                assert r[c] is None, (c, t[c])  # primary suppression
+    assert report.primary > 0
+    assert rows[1]["satisfaction_mean"] is None  # 3 answers: under the threshold
+    assert rows[0]["satisfaction_mean"] == pytest.approx(80 / 40 + 1)
+    assert rows[0]["satisfaction_median"] == 4  # 30 of 40 answers are high
+
+
+def test_the_median_comes_from_the_bucket_of_the_middle_record():
+    d = declared.OutcomeDefinition.model_validate(DEFINITION)
+    t = pa.table({"low": [10, 30, None, 2], "high": [30, 10, 5, 1]})
+    med = declared._median(t, d.medians["satisfaction_median"], {"low": 10, "high": 10})
+    assert med.to_pylist() == [4.0, 1.5, None, None]  # withheld count; fewer than a cell
