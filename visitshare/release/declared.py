@@ -260,20 +260,6 @@ def table_spec(d: OutcomeDefinition):
     )
 
 
-def shared_table(d: OutcomeDefinition):
-    from visitshare.release import shared
-
-    return shared.SharedTable(
-        d.name,
-        f"{'police' if d.level == 'police' else 'shared'}.{d.name}",
-        shared.Level(d.level),
-        ("municipality_code", "month"),
-        sql=f"{'police' if d.level == 'police' else 'shared'}_{d.name}",
-        description=d.description.strip().splitlines()[0],
-        period="month",
-    )
-
-
 def empty_inputs(d: OutcomeDefinition, contracts: Mapping[str, Contract]) -> dict[str, pa.Table]:
     from visitshare.quality.validate import validated_schema
 

@@ -138,7 +138,7 @@ def tables(settings: Settings) -> tuple[SharedTable, ...]:
     out = (
         tuple(record_table(n, c) for n, c in records.items())
         + AGGREGATE_TABLES
-        + tuple(declared.shared_table(d) for d in defined)
+        + tuple(outcome_table(d) for d in defined)
     )
     names = [t.name for t in out]
     if len(set(names)) != len(names):
@@ -147,6 +147,20 @@ def tables(settings: Settings) -> tuple[SharedTable, ...]:
         twice = sorted({n for n in names if names.count(n) > 1})
         raise ContractError(f"two shared tables would be named {twice}: rename one")
     return out
+
+
+def outcome_table(d) -> SharedTable:
+    """The shared table of an outcome declared in a file (`declared.OutcomeDefinition`)."""
+    zone = "police" if d.level == "police" else "shared"
+    return SharedTable(
+        d.name,
+        f"{zone}.{d.name}",
+        Level(d.level),
+        ("municipality_code", "month"),
+        sql=f"{zone}_{d.name}",
+        description=d.description.strip().splitlines()[0],
+        period="month",
+    )
 
 
 def by_name(settings: Settings) -> dict[str, SharedTable]:
