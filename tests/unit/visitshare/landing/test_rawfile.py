@@ -23,11 +23,11 @@ def _record(offset, value, key=b"k", headers=None):
 
 @pytest.fixture(scope="module")
 def visits(contracts):
-    events = [e.payload for e in Simulator(SimConfig(days=1, seed=5), contracts).events()]
+    events = Simulator(SimConfig(days=1, seed=5), contracts).events()
     return [
-        json.dumps(e, ensure_ascii=False, separators=(",", ":")).encode()
+        json.dumps(e.payload, ensure_ascii=False, separators=(",", ":")).encode()
         for e in events
-        if "visit_id" in e
+        if e.dataset == "visit_outcome"
     ]
 
 
