@@ -677,10 +677,10 @@ class Simulator:
             payload = bad
         elif kind == "oversized_event":
             # Into its free text (notes, narrative, comment), or else any plain string field.
-            text = [f for f in fields if f.pii is PiiClass.FREE_TEXT] or [
+            carriers = [f for f in fields if f.pii is PiiClass.FREE_TEXT] or [
                 f for f in fields if f.type is FieldType.STRING and not f.enum
             ]
-            bad[text[0].name] = "x" * 70_000
+            bad[carriers[0].name] = "x" * 70_000
             payload = _dumps(bad).encode()
         elif kind == "unknown_field":
             bad[rng.choice(("resident_email", "my_number", "licence_plate"))] = "x"
@@ -971,10 +971,10 @@ class _Feedback:
 
         a = self.rng["workshop_attendance"]
         come: dict[str, tuple[_Town, int, bool, str | None]] = {}
-        for town, index, visit_id in s.invited:
+        for town, index, invitation in s.invited:
             hid = sim._household(town, index)["id"]
             if hid not in come and len(come) < s.capacity:
-                come[hid] = (town, index, True, visit_id)
+                come[hid] = (town, index, True, invitation)
         target = min(s.capacity, round(s.capacity * a.uniform(*SESSION_FILL)))
         towns, cum = self.kobans[s.koban]
         for _ in range(3 * target):  # walk-ins (neighbourhood association, notice board)
