@@ -1,4 +1,6 @@
-"""A realistic, reproducible stream of Tokyo home-visit outcomes and incident reports.
+"""A realistic, reproducible stream of Tokyo home-visit outcomes and incident reports, and of
+the programme's feedback loop: visit requests, workshop sessions and their attendance, and
+resident surveys.
 
 Same configuration and seed → the same events, byte for byte. Volumes are scaled to about
 2 million visits and 100 thousand incidents a year for the whole of Tokyo, spread over
@@ -6,12 +8,21 @@ municipalities by population and over towns by a size weight. Japan Post's data 
 population per town, so a town's size is a seeded log-normal weight, larger for towns that
 Japan Post divides into 丁目 (the denser ones).
 
+The feedback datasets are tied to the visits (a request is answered by a visit, households
+invited during a visit attend a workshop, a survey follows a visit) and are drawn from random
+streams of their own, seeded by (seed, dataset): adding them leaves the visits and incidents of
+a seed exactly as they were. Whenever a feedback dataset is chosen, the visits and incidents
+are simulated in full (and emitted only if chosen), so a feedback dataset does not depend on
+which other datasets are chosen either.
+
 Direct identifiers (names from faker ja_JP, phones, addresses) are realistic on purpose, and
 notes sometimes repeat a name or phone number, so that later stages have real PII to remove.
 """
 
 from __future__ import annotations
 
+import bisect
+import heapq
 import json
 import math
 import random
@@ -26,7 +37,7 @@ from itertools import accumulate
 from faker import Faker
 
 from visitshare.clock import SYSTEM_CLOCK, Clock
-from visitshare.contracts import ContractRegistry, FieldType, Reason, geography
+from visitshare.contracts import ContractRegistry, FieldType, PiiClass, Reason, geography
 
 JST = timezone(timedelta(hours=9), "JST")  # Asia/Tokyo has had no DST since 1951
 
@@ -116,7 +127,41 @@ BAD_KINDS: dict[str, Reason] = {
     "wrong_schema_version": Reason.WRONG_SCHEMA_VERSION,
 }
 
-DATASETS = ("visit_outcome", "incident_report")
+# The programme's core streams (drawn from the main random stream) and its feedback loop
+# (each drawn from a stream of its own, tied to the visits).
+CORE_DATASETS = ("visit_outcome", "incident_report")
+FEEDBACK_DATASETS = ("visit_request", "workshop_session", "workshop_attendance", "resident_survey")
+DATASETS = (*CORE_DATASETS, *FEEDBACK_DATASETS)
+
+# Visit requests: the share of completed visits that answer a request (elderly households ask
+# more, often through the ward's welfare office), the days from request to visit (log-normal),
+# and requests still open, scheduled or cancelled per visit of the day.
+REQUEST_ANSWERED_SHARE = {False: 0.10, True: 0.18}  # by elderly_only
+REQUEST_DELAY_DAYS = (4.0, 0.8)  # median, sigma of the log
+REQUESTS_UNANSWERED_PER_VISIT = 0.03
+REQUEST_CHANNELS = {
+    False: {"app": 40, "phone": 30, "counter": 20, "welfare_referral": 10},
+    True: {"app": 8, "phone": 45, "counter": 20, "welfare_referral": 27},
+}  # fmt: skip
+REQUEST_STATUS_UNANSWERED = {"open": 45, "scheduled": 35, "cancelled": 20}
+# Workshops: sessions per koban and month (1 + Poisson), their topics and venues (capacity
+# range), the share of invited households that come, and how full a session gets.
+SESSIONS_EXTRA_PER_KOBAN_MONTH = 0.8
+WORKSHOP_TOPICS = {
+    "disaster_preparedness": 30, "special_fraud": 30, "burglary_prevention": 15,
+    "cyber_fraud": 10, "child_safety": 10, "other": 5,
+}  # fmt: skip
+VENUES = {"koban": (25, (8, 20)), "community_center": (50, (20, 80)),
+          "school": (15, (30, 150)), "other": (10, (10, 50))}  # fmt: skip
+INVITED_ATTEND_SHARE = {False: 0.25, True: 0.35}  # by elderly_only
+INVITATION_HORIZON_DAYS = 60  # an invitation is for the koban's next session within this
+SESSION_FILL = (0.25, 0.85)  # walk-ins fill a session to this share of its capacity
+# Surveys: the share of completed visits followed by a questionnaire, the hours until it is
+# answered (log-normal median, sigma), and surveys answered on their own per visit of the day.
+SURVEY_AFTER_VISIT_SHARE = 0.18
+SURVEY_DELAY_HOURS = (36.0, 0.9)
+SURVEYS_UNLINKED_PER_VISIT = 0.03
+RECOMMEND_BY_SATISFACTION = {1: 0.05, 2: 0.15, 3: 0.45, 4: 0.8, 5: 0.95}
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,20 +350,36 @@ class Simulator:
                     pop * INCIDENTS_PER_PERSON_DAY
                     * CRIME_INTENSITY.get(area.m.code, 1.0) / _MEAN_INTENSITY
                 )  # fmt: skip
-                visits = _poisson(rng, mu_v) if "visit_outcome" in self.config.datasets else 0
-                incidents = _poisson(rng, mu_i) if "incident_report" in self.config.datasets else 0
+                visits = _poisson(rng, mu_v) if "visit_outcome" in self._world else 0
+                incidents = _poisson(rng, mu_i) if "incident_report" in self._world else 0
                 out.append((day, area.m.code, visits, incidents))
         return out
 
-    @property
+    @cached_property
+    def _world(self) -> frozenset[str]:
+        """The core datasets simulated: the chosen ones, or all of them when a feedback dataset
+        (which follows the visits) is chosen."""
+        chosen = set(self.config.datasets)
+        return frozenset(CORE_DATASETS if chosen & set(FEEDBACK_DATASETS) else chosen)
+
+    @cached_property
     def total(self) -> int:
-        return sum(v + i for _, _, v, i in self.plan)
+        """The number of events `events()` yields. The feedback datasets follow the simulated
+        visits, so when one is chosen they are counted by generating the stream once."""
+        if not set(self.config.datasets) & set(FEEDBACK_DATASETS):
+            return sum(v + i for _, _, v, i in self.plan)
+        return sum(1 for _ in self.events())
 
     # -- events ------------------------------------------------------------------------------
     def events(self) -> Iterator[SimEvent]:
         """All events, day by day, each day ordered by the time the police system emitted them."""
         rng = random.Random(self.config.seed)
         areas = {a.m.code: a for a in self._areas}
+        for area in self._areas:  # each call starts the same world afresh (`total` runs one)
+            for town in area.towns:
+                town.visited.clear()
+        chosen = set(self.config.datasets)
+        feedback = _Feedback(self, areas) if chosen & set(FEEDBACK_DATASETS) else None
         by_day: dict[date, list[tuple[str, int, int]]] = {}
         for day, code, v, i in self.plan:
             by_day.setdefault(day, []).append((code, v, i))
@@ -329,12 +390,25 @@ class Simulator:
                 batch.extend(self._visit(rng, area, day) for _ in range(n_visits))
                 batch.extend(self._incident(rng, area, day) for _ in range(n_incidents))
             batch.sort(key=lambda e: e["produced_at"])
+            out: list[tuple[str, SimEvent]] = []
             for event in batch:
                 dataset = "visit_outcome" if "visit_id" in event else "incident_report"
+                # The draw is made for every core event, emitted or not: the main stream (and so
+                # every later event) is the same whichever datasets are chosen.
                 if self.config.bad_rate and rng.random() < self.config.bad_rate:
-                    yield self._corrupt(rng, dataset, event)
+                    sim_event = self._corrupt(rng, dataset, event)
                 else:
-                    yield SimEvent(dataset, event)
+                    sim_event = SimEvent(dataset, event)
+                if dataset in chosen:
+                    out.append((event["produced_at"], sim_event))
+            if feedback is None:
+                yield from (e for _, e in out)
+                continue
+            visits = [e for e in batch if "visit_id" in e]
+            out.extend(feedback.day(day, visits, {code: v for code, v, _ in rows}))
+            # Stable: the core events keep their order; feedback events slot in by their time.
+            out.sort(key=lambda pair: pair[0])
+            yield from (e for _, e in out)
 
     def _pick_town(self, rng: random.Random, area: _Area) -> _Town:
         return rng.choices(area.towns, cum_weights=area.cum_weights)[0]
@@ -602,7 +676,11 @@ class Simulator:
             bad[f.name] = "あ" * (f.max_length + rng.randint(1, 500))
             payload = bad
         elif kind == "oversized_event":
-            bad["notes" if dataset == "visit_outcome" else "narrative"] = "x" * 70_000
+            # Into its free text (notes, narrative, comment), or else any plain string field.
+            carriers = [f for f in fields if f.pii is PiiClass.FREE_TEXT] or [
+                f for f in fields if f.type is FieldType.STRING and not f.enum
+            ]
+            bad[carriers[0].name] = "x" * 70_000
             payload = _dumps(bad).encode()
         elif kind == "unknown_field":
             bad[rng.choice(("resident_email", "my_number", "licence_plate"))] = "x"
@@ -622,6 +700,389 @@ class Simulator:
             bad["schema_version"] = contract.version + 1
             payload = bad
         return SimEvent(dataset, payload, kind)
+
+
+@dataclass
+class _Session:
+    """A workshop session of a koban, and the households invited to it so far."""
+
+    id: str
+    koban: str
+    town: _Town  # of the venue
+    starts: datetime
+    topic: str
+    venue: str
+    capacity: int
+    invited: list[tuple[_Town, int, str]] = field(default_factory=list)  # town, index, visit_id
+
+
+class _Feedback:
+    """The feedback datasets of one `events()` run, generated day by day from the visits.
+
+    Each dataset draws from a random stream of its own, seeded by (seed, dataset), and so does
+    the corruption of its events (`bad_rate`): the main stream of visits and incidents never
+    sees these draws. Workshop sessions are drawn per koban and month (seeded by both), so a
+    session is the same whatever window is simulated. Events wait in a queue until the day
+    their `produced_at` falls on; those written after the window's end are never emitted (they
+    have not happened yet).
+
+    Links: a share of completed visits answer a request made days before (the request carries
+    the visit's id and time); households invited during a visit come, with some probability, to
+    their koban's next session (with the visit's id); walk-ins fill sessions up to a share of
+    their capacity; a share of completed visits are followed by a survey naming the visit, and
+    some surveys, and some requests (open, scheduled, cancelled), stand on their own.
+    """
+
+    def __init__(self, sim: Simulator, areas: dict[str, _Area]):
+        self.sim = sim
+        self.areas = areas
+        seed = sim.config.seed
+        self.rng = {d: random.Random(f"{seed}:{d}") for d in FEEDBACK_DATASETS}
+        self.bad_rng = {d: random.Random(f"{seed}:{d}:malformed") for d in FEEDBACK_DATASETS}
+        self.chosen = set(sim.config.datasets)
+        self.end_iso = _iso(sim.end)
+        self.queue: list[tuple[str, int, str, dict]] = []  # (produced_at, seq, dataset, event)
+        self._seq = 0
+        self.kobans: dict[str, tuple[list[_Town], list[float]]] = {}
+        for area in areas.values():
+            for t in area.towns:
+                self.kobans.setdefault(t.koban, ([], []))[0].append(t)
+        for towns, cum in self.kobans.values():
+            cum.extend(accumulate(t.weight for t in towns))
+        self.sessions = {k: self._schedule(k) for k in self.kobans}
+        self.starts = {k: [s.starts for s in v] for k, v in self.sessions.items()}
+        self.held: dict[date, list[_Session]] = {}
+        for sessions in self.sessions.values():
+            for s in sessions:
+                if s.starts.date() >= sim.start and s.starts < sim.end:
+                    self.held.setdefault(s.starts.date(), []).append(s)
+
+    # -- the day's events --------------------------------------------------------------------
+    def day(
+        self, day: date, visits: list[dict], visit_counts: dict[str, int]
+    ) -> list[tuple[str, SimEvent]]:
+        """The feedback events written on `day` (produced_at, event), after its visits."""
+        for s in sorted(self.held.get(day, ()), key=lambda s: (s.starts, s.id)):
+            self._session_held(s)
+        for v in visits:
+            if v["outcome"] == "completed":
+                self._after_visit(v)
+        for code, n_visits in visit_counts.items():
+            self._unanswered_requests(self.areas[code], day, n_visits)
+            self._unlinked_surveys(self.areas[code], day, n_visits)
+        until = _iso(datetime.combine(day + timedelta(days=1), time(), JST))
+        out: list[tuple[str, SimEvent]] = []
+        bad_rate = self.sim.config.bad_rate
+        while self.queue and (
+            self.queue[0][0] < until or self.queue[0][0] == until == self.end_iso
+        ):
+            produced, _, dataset, event = heapq.heappop(self.queue)
+            if dataset not in self.chosen:
+                continue
+            rng = self.bad_rng[dataset]
+            if bad_rate and rng.random() < bad_rate:
+                out.append((produced, self.sim._corrupt(rng, dataset, event)))
+            else:
+                out.append((produced, SimEvent(dataset, event)))
+        return out
+
+    def _push(self, dataset: str, event: dict) -> None:
+        heapq.heappush(self.queue, (event["produced_at"], self._seq, dataset, event))
+        self._seq += 1
+
+    def _envelope(self, rng: random.Random, produced: datetime) -> dict:
+        produced = min(produced, self.sim.end)
+        return {"event_id": self.sim._event_id(rng), "schema_version": 1,
+                "produced_at": _iso(produced)}  # fmt: skip
+
+    def _town_of(self, household_id: str) -> tuple[_Town, int]:
+        _, code, town, index = household_id.split("-")
+        return self.areas[code].towns[int(town)], int(index)
+
+    def _resident(self, rng: random.Random, area_towns: list[_Town], cum: list[float]):
+        """A household of these towns: (town, index), a visited one now and then."""
+        town = rng.choices(area_towns, cum_weights=cum)[0]
+        if town.visited and rng.random() < 0.3:
+            return town, rng.choice(town.visited)
+        return town, rng.randrange(town.households)
+
+    def _after_visit(self, visit: dict) -> None:
+        town, index = self._town_of(visit["household_id"])
+        hh = self.sim._household(town, index)
+        visited = datetime.fromisoformat(visit["visited_at"])
+        self._answered_request(visit, town, hh, visited)
+        if visit.get("workshop_invited"):
+            self._invited(visit, town, index, hh, visited)
+        self._survey_after(visit, town, hh, visited)
+
+    # -- visit requests ----------------------------------------------------------------------
+    def _answered_request(self, visit: dict, town: _Town, hh: dict, visited: datetime) -> None:
+        r = self.rng["visit_request"]
+        if r.random() >= REQUEST_ANSWERED_SHARE[hh["elderly"]]:
+            return
+        channel, reason = self._why(r, hh, visit.get("concerns", []))
+        median, sigma = REQUEST_DELAY_DAYS
+        delay = timedelta(days=min(45.0, r.lognormvariate(math.log(median), sigma)))
+        requested = self._office_time(r, channel, (visited - delay).date())
+        if requested > visited - timedelta(minutes=30):
+            requested = visited - timedelta(minutes=r.randint(30, 180))
+        produced = visited + timedelta(minutes=r.randint(10, 240))
+        event = self._request(r, town, hh, requested, channel, reason, produced, "answered")
+        event.update(answered_visit_id=visit["visit_id"], answered_at=visit["visited_at"])
+        self._push("visit_request", event)
+
+    def _unanswered_requests(self, area: _Area, day: date, n_visits: int) -> None:
+        r = self.rng["visit_request"]
+        for _ in range(_poisson(r, n_visits * REQUESTS_UNANSWERED_PER_VISIT)):
+            town, index = self._resident(r, area.towns, area.cum_weights)
+            hh = self.sim._household(town, index)
+            channel, reason = self._why(r, hh, [])
+            requested = self._office_time(r, channel, day)
+            statuses = REQUEST_STATUS_UNANSWERED
+            status = r.choices(list(statuses), list(statuses.values()))[0]
+            lo, hi = {"open": (1, 60), "scheduled": (60, 2_880), "cancelled": (60, 7_200)}[status]
+            produced = requested + timedelta(minutes=r.randint(lo, hi))
+            self._push(
+                "visit_request",
+                self._request(r, town, hh, requested, channel, reason, produced, status),
+            )
+
+    def _why(self, r: random.Random, hh: dict, concerns: list[str]) -> tuple[str, str]:
+        """How and why a household asked for a visit."""
+        channels = REQUEST_CHANNELS[hh["elderly"]]
+        channel = r.choices(list(channels), list(channels.values()))[0]
+        w = {"security_check": 35, "fraud_worry": 12, "elderly_living_alone": 0,
+             "after_incident": 8, "new_resident": 15, "other": 8}  # fmt: skip
+        if hh["elderly"]:
+            w.update(fraud_worry=25, new_resident=3)
+            w["elderly_living_alone"] = 30 if hh["residents"] == 1 else 5
+        if "special_fraud" in concerns:
+            w["fraud_worry"] += 40
+        if "burglary" in concerns:
+            w["security_check"] += 20
+        if channel == "welfare_referral":
+            w.update(elderly_living_alone=w["elderly_living_alone"] * 3, new_resident=1)
+        return channel, r.choices(list(w), list(w.values()))[0]
+
+    def _office_time(self, r: random.Random, channel: str, day: date) -> datetime:
+        """A time on `day` when such a request comes in (the app at any waking hour)."""
+        hour = r.randint(6, 23) if channel == "app" else r.randint(8, 19)
+        return datetime.combine(day, time(hour, r.randrange(60), r.randrange(60)), JST)
+
+    def _request(
+        self,
+        r: random.Random,
+        town: _Town,
+        hh: dict,
+        requested: datetime,
+        channel: str,
+        reason: str,
+        produced: datetime,
+        status: str,
+    ) -> dict:
+        sim = self.sim
+        event = self._envelope(r, produced)
+        event.update(
+            request_id=sim._case_no(r, "R", town.code),
+            requested_at=_iso(requested),
+            channel=channel,
+            reason=reason,
+            municipality_code=town.code,
+            town=town.name,
+            household_id=hh["id"],
+        )
+        if channel == "welfare_referral":  # the ward's welfare officer who referred
+            if r.random() < 0.9:
+                event["contact_name"] = f"{r.choice(sim._last_names)} {r.choice(sim._first_names)}"
+            if r.random() < 0.9:
+                prefix = "03" if town.code < "13200" else "042"
+                event["contact_phone"] = f"{prefix}-{r.randint(3000, 5999)}-{r.randint(1000, 9999)}"
+        else:
+            if r.random() < 0.9:
+                event["contact_name"] = hh["name"]
+            if channel == "phone" or r.random() < 0.7:
+                event["contact_phone"] = hh["phone"]
+        event["status"] = status
+        return event
+
+    # -- workshops ---------------------------------------------------------------------------
+    def _schedule(self, koban: str) -> list[_Session]:
+        """The koban's sessions from the window's first month to the last an invitation made
+        in the window can reach."""
+        month = self.sim.start.replace(day=1)
+        last = (self.sim.end + timedelta(days=INVITATION_HORIZON_DAYS)).date()
+        out: list[_Session] = []
+        while month <= last:
+            out.extend(self._month_sessions(koban, month))
+            month = (month + timedelta(days=32)).replace(day=1)
+        return out
+
+    def _month_sessions(self, koban: str, month: date) -> list[_Session]:
+        # Seeded per koban and month: the same sessions whatever window is simulated.
+        r = random.Random(f"{self.sim.config.seed}:workshop_session:{koban}:{month:%Y-%m}")
+        towns, cum = self.kobans[koban]
+        next_month = (month + timedelta(days=32)).replace(day=1)
+        days = [month + timedelta(days=i) for i in range((next_month - month).days)]
+        days = [d for d in days if d.weekday() != 6]  # not on Sundays
+        drafts = []
+        for _ in range(1 + _poisson(r, SESSIONS_EXTRA_PER_KOBAN_MONTH)):
+            day = r.choice(days)
+            if day.weekday() == 5:
+                at = r.choice((time(10), time(13, 30)))
+            else:
+                at = r.choices((time(10), time(14), time(18, 30)), (35, 45, 20))[0]
+            venue = r.choices(list(VENUES), [w for w, _ in VENUES.values()])[0]
+            lo, hi = VENUES[venue][1]
+            capacity = max(5, 5 * round(r.randint(lo, hi) / 5))
+            topic = r.choices(list(WORKSHOP_TOPICS), list(WORKSHOP_TOPICS.values()))[0]
+            town = r.choices(towns, cum_weights=cum)[0]
+            drafts.append((datetime.combine(day, at, JST), topic, venue, capacity, town))
+        drafts.sort(key=lambda d: d[0])
+        return [
+            _Session(f"WS-{koban}-{month:%Y%m}-{i:02d}", koban, town, starts, topic, venue, cap)
+            for i, (starts, topic, venue, cap, town) in enumerate(drafts, 1)
+        ]
+
+    def _invited(self, visit: dict, town: _Town, index: int, hh: dict, visited: datetime) -> None:
+        """An invited household may come to its koban's next session (a day or more later)."""
+        r = self.rng["workshop_attendance"]
+        if r.random() >= INVITED_ATTEND_SHARE[hh["elderly"]]:
+            return
+        starts = self.starts[town.koban]
+        i = bisect.bisect_left(starts, visited + timedelta(days=1))
+        if i < len(starts) and starts[i] <= visited + timedelta(days=INVITATION_HORIZON_DAYS):
+            self.sessions[town.koban][i].invited.append((town, index, visit["visit_id"]))
+
+    def _session_held(self, s: _Session) -> None:
+        sim = self.sim
+        r = self.rng["workshop_session"]
+        event = self._envelope(r, s.starts + timedelta(minutes=90 + r.randint(10, 600)))
+        event.update(
+            session_id=s.id,
+            koban_id=s.koban,
+            municipality_code=s.town.code,
+            town=s.town.name,
+            starts_at=_iso(s.starts),
+            topic=s.topic,
+            capacity=s.capacity,
+            venue_kind=s.venue,
+        )
+        self._push("workshop_session", event)
+
+        a = self.rng["workshop_attendance"]
+        come: dict[str, tuple[_Town, int, bool, str | None]] = {}
+        for town, index, invitation in s.invited:
+            hid = sim._household(town, index)["id"]
+            if hid not in come and len(come) < s.capacity:
+                come[hid] = (town, index, True, invitation)
+        target = min(s.capacity, round(s.capacity * a.uniform(*SESSION_FILL)))
+        towns, cum = self.kobans[s.koban]
+        for _ in range(3 * target):  # walk-ins (neighbourhood association, notice board)
+            if len(come) >= target:
+                break
+            town, index = self._resident(a, towns, cum)
+            hid = sim._household(town, index)["id"]
+            if hid not in come:
+                # A few were invited at a visit before the simulated window (visit unknown).
+                come[hid] = (town, index, a.random() < 0.08, None)
+        for hid, (town, _, invited, visit_id) in come.items():
+            event = self._envelope(a, s.starts + timedelta(minutes=a.randint(120, 1_440)))
+            event.update(
+                attendance_id=sim._case_no(a, "WA", town.code),
+                session_id=s.id,
+                household_id=hid,
+                municipality_code=town.code,
+                town=town.name,
+                attended_at=_iso(s.starts + timedelta(minutes=a.randint(-20, 10))),
+                invited_during_visit=invited,
+            )
+            if visit_id is not None and a.random() < 0.9:  # the officer noted the visit
+                event["invitation_visit_id"] = visit_id
+            self._push("workshop_attendance", event)
+
+    # -- resident surveys --------------------------------------------------------------------
+    def _survey_after(self, visit: dict, town: _Town, hh: dict, visited: datetime) -> None:
+        r = self.rng["resident_survey"]
+        if r.random() >= SURVEY_AFTER_VISIT_SHARE:
+            return
+        median, sigma = SURVEY_DELAY_HOURS
+        hours = min(14 * 24.0, max(0.5, r.lognormvariate(math.log(median), sigma)))
+        answered = visited + timedelta(seconds=round(hours * 3600))
+        satisfaction = visit["satisfaction"] + r.choices((-1, 0, 1), (15, 70, 15))[0]
+        concerns = [c for c in visit["concerns"] if r.random() < 0.7]
+        self._survey(r, town, hh, answered, min(5, max(1, satisfaction)), concerns, visit)
+
+    def _unlinked_surveys(self, area: _Area, day: date, n_visits: int) -> None:
+        r = self.rng["resident_survey"]
+        for _ in range(_poisson(r, n_visits * SURVEYS_UNLINKED_PER_VISIT)):
+            town, index = self._resident(r, area.towns, area.cum_weights)
+            hh = self.sim._household(town, index)
+            answered = datetime.combine(
+                day, time(r.randint(7, 22), r.randrange(60), r.randrange(60)), JST
+            )
+            satisfaction = r.choices((1, 2, 3, 4, 5), (6, 8, 22, 38, 26))[0]
+            self._survey(r, town, hh, answered, satisfaction, [], None)
+
+    def _survey(
+        self,
+        r: random.Random,
+        town: _Town,
+        hh: dict,
+        answered: datetime,
+        satisfaction: int,
+        concerns: list[str],
+        visit: dict | None,
+    ) -> None:
+        for k, base in CONCERN_BASE.items():
+            p = base * town.concern_mult[k] * 0.5
+            if hh["elderly"] and k == "special_fraud":
+                p *= 2
+            if k not in concerns and r.random() < min(p, 0.9):
+                concerns.append(k)
+        ticked = [k for k in CONCERN_BASE if k in concerns]  # the questionnaire's order
+        worried = bool(
+            {"burglary", "suspicious_person", "stalking", "domestic_violence"} & set(ticked)
+        )
+        safer = round(3 + 0.6 * (satisfaction - 3) - 0.7 * worried + r.gauss(0, 0.8))
+        entered = r.randint(5, 4_320) if visit else r.randint(1, 120)  # paper or app
+        event = self._envelope(r, answered + timedelta(minutes=entered))
+        event.update(
+            survey_id=self.sim._case_no(r, "S", town.code),
+            answered_at=_iso(answered),
+            household_id=hh["id"],
+            municipality_code=town.code,
+            town=town.name,
+            satisfaction=satisfaction,
+            feels_safer=min(5, max(1, safer)),
+        )
+        if r.random() < 0.92:
+            event["concerns"] = ticked
+        if r.random() < 0.92:
+            event["would_recommend"] = r.random() < RECOMMEND_BY_SATISFACTION[satisfaction]
+        if visit is not None:
+            event["visit_id"] = visit["visit_id"]
+        if r.random() < 0.35:
+            event["comment"] = self._comment(r, hh, satisfaction, ticked)
+        if answered < self.sim.end:  # answers after the window have not been given yet
+            self._push("resident_survey", event)
+
+    def _comment(self, r: random.Random, hh: dict, satisfaction: int, concerns: list) -> str:
+        if satisfaction >= 4:
+            parts = [r.choice(("丁寧に説明していただき安心しました。",
+                               "防犯診断がとても参考になりました。", "また来てほしいです。"))]  # fmt: skip
+        elif satisfaction <= 2:
+            parts = [r.choice(("訪問の連絡がなく困りました。", "説明がわかりにくかった。"))]
+        else:
+            parts = ["特になし。"]
+        if "special_fraud" in concerns:
+            parts.append("最近不審な電話が多く不安です。")
+        if "disaster_preparedness" in concerns:
+            parts.append("災害時の避難場所を知りたい。")
+        if r.random() < 0.15:
+            parts.append(f"{hh['name']}より。")
+        if r.random() < 0.1:
+            parts.append(f"連絡先 {hh['phone']}。")
+        return "".join(parts)
 
 
 def _wrong_type(t: FieldType, value):

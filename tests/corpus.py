@@ -21,6 +21,9 @@ NOW = datetime(2026, 6, 15, 12, 0, tzinfo=UTC)
 CLOCK = FixedClock(NOW)
 DAY = (NOW - timedelta(days=2)).date().isoformat()
 VISITS, INCIDENTS = "visit_outcome", "incident_report"
+REQUESTS, SESSIONS, ATTENDANCE, SURVEYS = (
+    "visit_request", "workshop_session", "workshop_attendance", "resident_survey"
+)  # fmt: skip
 VALID = None
 PERSONAL_FIELD_NAME = "yamada_taro_09012345678"
 
@@ -67,6 +70,83 @@ def incident(**changes) -> dict:
     }
     event.update(changes)
     return {k: v for k, v in event.items() if v is not DROP}
+
+
+def _event(produced: str, **fields) -> dict:
+    return {"event_id": str(uuid.uuid4()), "schema_version": 1,
+            "produced_at": f"{DAY}T{produced}+09:00", **fields}  # fmt: skip
+
+
+def _changed(event: dict, changes: dict) -> dict:
+    event.update(changes)
+    return {k: v for k, v in event.items() if v is not DROP}
+
+
+def request(**changes) -> dict:
+    event = _event(
+        "16:00:00",
+        request_id="R-13104-00000A1B2C",
+        requested_at=f"{DAY}T09:05:00+09:00",
+        channel="phone",
+        reason="fraud_worry",
+        municipality_code="13104",
+        town="西新宿",
+        household_id="HH-13104-0058-03375",
+        contact_name="中村 和也",
+        contact_phone="080-6400-2141",
+        status="answered",
+        answered_visit_id="V-13104-00DDB073B8",
+        answered_at=f"{DAY}T10:15:00+09:00",
+    )
+    return _changed(event, changes)
+
+
+def session(**changes) -> dict:
+    event = _event(
+        "17:00:00",
+        session_id="WS-13104-K08-" + DAY[:4] + DAY[5:7] + "-01",
+        koban_id="13104-K08",
+        municipality_code="13104",
+        town="西新宿",
+        starts_at=f"{DAY}T14:00:00+09:00",
+        topic="special_fraud",
+        capacity=30,
+        venue_kind="community_center",
+    )
+    return _changed(event, changes)
+
+
+def attendance(**changes) -> dict:
+    event = _event(
+        "18:00:00",
+        attendance_id="WA-13104-0000000001",
+        session_id="WS-13104-K08-" + DAY[:4] + DAY[5:7] + "-01",
+        household_id="HH-13104-0058-03375",
+        municipality_code="13104",
+        town="西新宿",
+        attended_at=f"{DAY}T13:55:00+09:00",
+        invited_during_visit=True,
+        invitation_visit_id="V-13104-00DDB073B8",
+    )
+    return _changed(event, changes)
+
+
+def survey(**changes) -> dict:
+    event = _event(
+        "19:00:00",
+        survey_id="S-13104-0000000001",
+        answered_at=f"{DAY}T18:00:00+09:00",
+        household_id="HH-13104-0058-03375",
+        municipality_code="13104",
+        town="西新宿",
+        satisfaction=5,
+        feels_safer=4,
+        concerns=["special_fraud"],
+        would_recommend=True,
+        visit_id="V-13104-00DDB073B8",
+        comment="丁寧に説明していただき安心しました。",
+    )
+    return _changed(event, changes)
 
 
 DROP = object()
@@ -200,5 +280,23 @@ def corpus() -> list[Case]:
         _bad("latitude as text", js(incident(latitude="35.69")), "wrong_type:latitude", dataset=INCIDENTS),
         _bad("age band not in the contract", js(incident(victim_age_band="65+")), "unknown_value:victim_age_band", dataset=INCIDENTS),
         _bad("reported before it occurred", js(incident(occurred_at=f"{DAY}T10:00:00+09:00")), "rule:reported_before_occurred", dataset=INCIDENTS),
+        # -- the feedback loop: requests, workshops, surveys --------------------------------------
+        _valid("an answered request", request(), REQUESTS),
+        _valid("an open request", request(status="open", answered_visit_id=DROP, answered_at=DROP), REQUESTS),
+        _bad("a request answered before it was made", js(request(answered_at=f"{DAY}T08:00:00+09:00")), "rule:answered_before_requested", dataset=REQUESTS),
+        _bad("an answered request without its visit", js(request(answered_visit_id=DROP)), "rule:answered_without_visit", dataset=REQUESTS),
+        _bad("a request by fax", js(request(channel="fax")), "unknown_value:channel", dataset=REQUESTS),
+        _valid("a session", session(), SESSIONS),
+        _bad("capacity as text", js(session(capacity="30")), "wrong_type:capacity", dataset=SESSIONS),
+        _bad("capacity zero", js(session(capacity=0)), "out_of_range:capacity", dataset=SESSIONS),
+        _bad("a session id of another shape", js(session(session_id="WS-13104-1")), "bad_format:session_id", dataset=SESSIONS),
+        _valid("an attendance", attendance(), ATTENDANCE),
+        _bad("invited as text", js(attendance(invited_during_visit="true")), "wrong_type:invited_during_visit", dataset=ATTENDANCE),
+        _bad("an invitation visit without an invitation", js(attendance(invited_during_visit=False, household_id="HH-13104-0058-00001")), "rule:invitation_visit_without_invitation", dataset=ATTENDANCE),
+        _valid("a survey", survey(), SURVEYS),
+        _bad("satisfaction zero", js(survey(satisfaction=0)), "out_of_range:satisfaction", dataset=SURVEYS),
+        _bad("a concern twice", js(survey(concerns=["burglary", "burglary"])), "bad_format:concerns", dataset=SURVEYS),
+        _bad("a concern not on the questionnaire", js(survey(concerns=["ghosts"])), "unknown_value:concerns", dataset=SURVEYS),
+        _bad("a comment too long", js(survey(comment="あ" * 2001)), "too_long:comment", dataset=SURVEYS),
     ]  # fmt: skip
     return cases

@@ -38,7 +38,7 @@ def test_ingest_dag_lands_both_datasets_and_records_asset_events(kafka_settings,
     ).fetchall()
     extras = {name: json.loads(extra) for name, extra in rows}
     visits_topic = kafka_settings.topic("visits.outcomes.v1")
-    assert set(extras) == {"raw_visit_outcome", "raw_incident_report"}
+    assert set(extras) == {f"raw_{d}" for d in contracts.names()}
     ranges = extras["raw_visit_outcome"]["offset_ranges"][visits_topic]
     assert (
         sum(last - first + 1 for first, last in ranges.values())

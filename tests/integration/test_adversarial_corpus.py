@@ -19,7 +19,8 @@ import pytest
 import sqlalchemy as sa
 from kafka import KafkaProducer
 
-from tests.corpus import INCIDENTS, NOW, PERSONAL_FIELD_NAME, VALID, VISITS, corpus
+from tests.corpus import NOW, PERSONAL_FIELD_NAME, VALID, corpus
+from visitshare.contracts import ContractRegistry
 from visitshare.contracts.formats import parse_timestamp
 from visitshare.db import engine_for
 from visitshare.db.tables import raw_files
@@ -63,12 +64,11 @@ def landed(tmp_path_factory, broker):
         settings = Settings()
         apply_topics(settings)
         cases = corpus()
+        contracts = ContractRegistry.load(settings.contracts_dir)
         producer = KafkaProducer(bootstrap_servers=broker, acks="all", max_request_size=4 << 20)
         where = {}
         for case in cases:
-            topic = settings.topic(
-                "visits.outcomes.v1" if case.dataset == VISITS else "incidents.reports.v1"
-            )
+            topic = settings.topic(contracts.get(case.dataset).topic)
             meta = producer.send(topic, value=case.value, key=case.key, headers=case.headers).get(
                 timeout=30
             )
@@ -100,7 +100,7 @@ def test_no_stage_exits_non_zero(landed):
 def test_every_record_ends_where_it_should(landed):
     settings, cases, where, _ = landed
     ended: dict[int, tuple[str, object]] = {}
-    for dataset in (VISITS, INCIDENTS):
+    for dataset in sorted({c.dataset for c in cases}):
         valid = read_curated(settings, dataset, "validated")
         for row in valid.to_pylist() if valid is not None else []:
             case = where[(row["source_topic"], row["source_partition"], row["source_offset"])]
@@ -138,7 +138,9 @@ def test_counts_reconcile_per_dataset(landed):
                 )
             ).all()
         )
-    for dataset, topic in ((VISITS, "visits.outcomes.v1"), (INCIDENTS, "incidents.reports.v1")):
+    contracts = ContractRegistry.load(settings.contracts_dir)
+    for dataset in sorted({c.dataset for c in cases}):
+        topic = contracts.get(dataset).topic
         sent = sum(c.dataset == dataset for c in cases)
         valid = read_curated(settings, dataset, "validated")
         quarantined = read_curated(settings, dataset, "quarantine")

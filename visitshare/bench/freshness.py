@@ -45,11 +45,12 @@ WORK = "freshness-work"
 
 
 def _events(settings: Settings, n: int) -> list[dict]:
-    from producers.simulator import SimConfig, Simulator
+    from producers.simulator import CORE_DATASETS, SimConfig, Simulator
     from visitshare.contracts import ContractRegistry
 
     contracts = ContractRegistry.load(settings.contracts_dir)
-    sim = Simulator(SimConfig(days=1, seed=int(time.time()), bad_rate=0.0), contracts)
+    config = SimConfig(days=1, seed=int(time.time()), bad_rate=0.0, datasets=CORE_DATASETS)
+    sim = Simulator(config, contracts)
     out = []
     for e in sim.events():
         if e.dataset == "visit_outcome":

@@ -108,13 +108,20 @@ def build_raw_zone(
     from kafka.partitioner.default import murmur2
 
     from producers.publisher import Outgoing, Publisher
-    from producers.simulator import SimConfig, Simulator
+    from producers.simulator import CORE_DATASETS, SimConfig, Simulator
     from visitshare.contracts import ContractRegistry
     from visitshare.producing.topics import is_dlq
 
     contracts = ContractRegistry.load(settings.contracts_dir)
     sim = Simulator(
-        SimConfig(days=days, municipalities=("all",), seed=seed, bad_rate=0.01, start=start),
+        SimConfig(
+            days=days,
+            municipalities=("all",),
+            seed=seed,
+            bad_rate=0.01,
+            start=start,
+            datasets=CORE_DATASETS,  # the benchmark's year of Tokyo: visits and incidents
+        ),
         contracts,
         clock=settings.clock,
     )

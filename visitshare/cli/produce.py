@@ -62,7 +62,8 @@ def simulate(
         Path | None, typer.Option(help="Write <dataset>.jsonl files into this directory.")
     ] = None,
 ) -> None:
-    """Generate a realistic stream of visit outcomes and incident reports for Tokyo."""
+    """Generate a realistic stream of Tokyo home visits and incidents, with the programme's
+    feedback loop: visit requests, workshop sessions and attendance, resident surveys."""
     settings = _settings(ctx)
     try:
         config = SimConfig(

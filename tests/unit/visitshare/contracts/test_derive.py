@@ -30,11 +30,11 @@ def test_arrow_schema_types_nullability_and_pii_metadata(contracts):
 def test_arrow_schema_accepts_simulated_events(contracts):
     contract = contracts.get("visit_outcome")
     timestamps = {f.name for f in contract.fields if f.type is FieldType.TIMESTAMP}
-    events = [e.payload for e in Simulator(SimConfig(days=1, seed=3), contracts).events()]
+    events = Simulator(SimConfig(days=1, seed=3), contracts).events()
     rows = [
-        {k: parse_timestamp(v) if k in timestamps else v for k, v in e.items()}
+        {k: parse_timestamp(v) if k in timestamps else v for k, v in e.payload.items()}
         for e in events
-        if "visit_id" in e
+        if e.dataset == "visit_outcome"
     ]
     table = pa.Table.from_pylist(rows, schema=arrow_schema(contract))
     assert table.num_rows == len(rows) > 100

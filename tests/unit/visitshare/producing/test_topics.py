@@ -15,10 +15,12 @@ def test_parse_retention_rejects_unitless_text():
         parse_retention("14 days")
 
 
-def test_declared_topics_cover_both_event_types_and_their_dlqs(settings):
+def test_declared_topics_cover_every_contract_and_its_dlq(settings, contracts):
     names = {t.name: t for t in declared_topics(settings)}
-    for topic in ("visits.outcomes.v1", "incidents.reports.v1"):
-        assert topic in names and f"{topic}.dlq" in names
+    assert len(contracts.names()) == 6
+    for contract in contracts:
+        assert contract.topic in names and f"{contract.topic}.dlq" in names
+        assert names[f"{contract.topic}.dlq"].partitions == 1
     assert "releases.v1" in names
     assert names["visits.outcomes.v1"].partitions == 6
 
