@@ -77,6 +77,10 @@ class OutcomeDefinition(BaseModel):
     ratios: dict[str, list[str | float]] = Field(default_factory=dict)
     means: dict[str, list[str | float]] = Field(default_factory=dict)
     medians: dict[str, dict[str, float]] = Field(default_factory=dict)
+    # A town_month table may also publish its sums per municipality × month under this name
+    # (level municipality: every partner reads it; its cells are larger, its rates finer).
+    rollup: str | None = Field(None, pattern=r"^[a-z][a-z0-9_]*$")
+    rollup_of: str | None = Field(None, exclude=True)  # set by the loader on the rollup
 
     @model_validator(mode="after")
     def _consistent(self) -> OutcomeDefinition:
@@ -96,7 +100,22 @@ class OutcomeDefinition(BaseModel):
         missing = sorted(str(x) for x in used if x not in counted)
         if missing:
             raise ValueError(f"derived from columns that are not counts: {missing}")
+        if self.rollup is not None and self.grain != "town_month":
+            raise ValueError("only a town_month table has a municipality rollup")
         return self
+
+    def rolled_up(self) -> OutcomeDefinition:
+        """The municipality × month table of a town table's sums."""
+        assert self.rollup is not None
+        return self.model_copy(
+            update={
+                "name": self.rollup,
+                "grain": "municipality_month",
+                "level": "municipality",
+                "rollup": None,
+                "rollup_of": self.name,
+            }
+        )
 
     @property
     def keys(self) -> list[str]:
@@ -145,6 +164,11 @@ def _load(contracts_dir: Path, datasets: Mapping[str, Contract]) -> list[Outcome
         if d.policy is not None and d.policy not in d.inputs:
             raise ContractError(f"{path}: policy {d.policy!r} is not one of its inputs")
         out.append(d)
+        if d.rollup is not None:
+            out.append(d.rolled_up())
+    names = [d.name for d in out]
+    if len(set(names)) != len(names):
+        raise ContractError(f"{contracts_dir / FOLDER}: two outcome tables share a name")
     return out
 
 
@@ -162,6 +186,12 @@ def true_values(d: OutcomeDefinition, inputs: Mapping[str, pa.Table]) -> pa.Tabl
             f'FROM "{dataset}__rows"'
         )
     result = con.sql(d.sql).to_arrow_table()
+    if d.rollup_of is not None:  # the town table's sums per municipality × month
+        con.register("town_rows", result)
+        sums = ", ".join(f"sum({c})::BIGINT AS {c}" for c in d.count_columns)
+        result = con.sql(  # column names: identifiers checked by the definition's model
+            f"SELECT municipality_code, month, {sums} FROM town_rows GROUP BY ALL"  # noqa: S608
+        ).to_arrow_table()
     missing = [c for c in (*d.keys, *d.count_columns) if c not in result.column_names]
     if missing:
         raise ContractError(f"outcome {d.name}: its SQL returns no column(s) {missing}")
