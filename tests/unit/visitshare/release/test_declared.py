@@ -49,7 +49,8 @@ DEFINITION = {
 def contracts_dir(tmp_path: Path) -> Path:
     folder = tmp_path / "schemas"
     shutil.copytree(REPO_ROOT / "schemas", folder)
-    (folder / "outcomes").mkdir(exist_ok=True)
+    shutil.rmtree(folder / "outcomes", ignore_errors=True)  # only the test's own declarations
+    (folder / "outcomes").mkdir()
     return folder
 
 
@@ -142,6 +143,33 @@ def test_true_values_cover_every_town_and_protection_derives_from_noisy_counts(c
         if r["visits_completed"] <= 0:
             assert r["follow_up_rate"] is None
     assert moe > 0
+
+
+def test_a_rollup_sums_the_town_rows_per_municipality(contracts_dir):
+    _write(contracts_dir, DEFINITION | {"rollup": "follow_ups_municipality_month"})
+    datasets = _datasets(contracts_dir)
+    town, muni = declared.load(contracts_dir, datasets)
+    assert (muni.name, muni.grain, muni.level) == (
+        "follow_ups_municipality_month",
+        "municipality_month",
+        "municipality",
+    )
+    towns = geography.municipalities()["13104"].towns
+    at = datetime(2030, 3, 10, 10, tzinfo=UTC)
+    rows = [
+        {"municipality_code": "13104", "town": towns[i % 4], "visited_at": at,
+         "outcome": "completed", "follow_up_requested": i % 2 == 0, "satisfaction": 3}
+        for i in range(30)
+    ]  # fmt: skip
+    inputs = {"visit_outcome": _visits(datasets["visit_outcome"], rows)}
+    by_town = declared.true_values(town, inputs)
+    total = declared.true_values(muni, inputs)
+    assert total.num_rows == 1 and total.column_names[:2] == ["municipality_code", "month"]
+    for c in town.count_columns:
+        assert total.column(c)[0].as_py() == sum(by_town.column(c).to_pylist()), c
+    _write(contracts_dir, DEFINITION | {"rollup": DEFINITION["name"]})
+    with pytest.raises(ContractError, match="share a name"):
+        declared.load(contracts_dir, datasets)
 
 
 def test_threshold_mode_suppresses_small_cells_in_declared_families(contracts_dir):
