@@ -139,12 +139,19 @@ def contracts_with_mode(home: Path, source: Path, mode: str) -> Path:
     """A copy of the contracts whose aggregate tables use `mode` (dp | threshold)."""
     import yaml
 
+    from visitshare.contracts import odcs
+
     out = home / f"contracts-{mode}"
     shutil.rmtree(out, ignore_errors=True)
     shutil.copytree(source, out)
     for path in out.glob("*.yaml"):
         doc = yaml.safe_load(path.read_text())
-        aggregates = (doc.get("disclosure") or {}).get("aggregates")
+        if odcs.is_odcs(doc):  # the contract-wide disclosure block is a custom property
+            entry = odcs.custom_property(doc, "disclosure")
+            block = entry["value"] if entry else None
+        else:
+            block = doc.get("disclosure")
+        aggregates = (block or {}).get("aggregates")
         if aggregates is not None:
             aggregates["mode"] = mode
             path.write_text(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False))

@@ -1,15 +1,17 @@
-"""`visitshare contracts list|show|json-schema`: the data contracts."""
+"""`visitshare contracts list|show|json-schema|convert`: the data contracts."""
 
 from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
+from typing import Annotated
 
 import typer
 from rich.table import Table
 
 from visitshare.console import console
-from visitshare.contracts import ContractRegistry, json_schema
+from visitshare.contracts import ContractRegistry, json_schema, loader, odcs
 
 app = typer.Typer(help="Data contracts in schemas/.")
 
@@ -52,3 +54,17 @@ def contracts_json_schema(ctx: typer.Context, name: str) -> None:
     """Print the JSON Schema derived from a contract."""
     c = ContractRegistry.load(ctx.obj.contracts_dir).get(name)
     sys.stdout.write(json.dumps(json_schema(c), ensure_ascii=False, indent=2) + "\n")
+
+
+@app.command("convert")
+def contracts_convert(
+    files: Annotated[list[Path], typer.Argument(help="Old-format contract files (*.vN.yaml).")],
+) -> None:
+    """Rewrite old-format contracts as ODCS v3 documents, in place. Each converted file is
+    checked to load to the same contract first; files already in ODCS are left alone."""
+    for path in files:
+        done = loader.convert_file(path)
+        console.print(
+            f"{path}: "
+            + (f"converted to ODCS {odcs.API_VERSION}" if done else "already ODCS, unchanged")
+        )

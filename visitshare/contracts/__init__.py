@@ -2,16 +2,15 @@
 
 from visitshare.contracts.derive import arrow_schema, json_schema, sql_columns
 from visitshare.contracts.formats import parse_timestamp
+from visitshare.contracts.loader import ContractRegistry, load_contract
 from visitshare.contracts.model import (
     Contract,
     ContractError,
-    ContractRegistry,
     Domain,
     FieldSpec,
     FieldType,
     PiiClass,
     dataset_names,
-    load_contract,
 )
 from visitshare.contracts.validator import EventValidator, Reason, Violation
 

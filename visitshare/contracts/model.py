@@ -1,4 +1,5 @@
-"""The data-contract model and its loader: one YAML file per event type in `schemas/`."""
+"""The data-contract model: what one contract file in `schemas/` says (read by `loader.py`; an
+Open Data Contract Standard v3 document maps onto it in `odcs.py`)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
     Field,
-    ValidationError,
     field_validator,
     model_validator,
 )
@@ -398,82 +397,38 @@ class Contract(_Strict):
         return [f for f in self.fields if f.pii in classes]
 
 
-def _describe(error: ErrorDetails, raw: Any) -> str:
-    """Render one pydantic error as `field 'x': key: message`, naming fields, not list indexes."""
+def describe_error(
+    error: ErrorDetails,
+    raw: Any,
+    *,
+    item: str = "field",
+    field_places: dict[str, str] | None = None,
+    contract_places: dict[str, str] | None = None,
+) -> str:
+    """Render one pydantic error as `field 'x': key: message`, naming fields, not list indexes;
+    `*_places` rename the model's keys to where the file says them (ODCS: `odcs.describe`)."""
     loc = list(error["loc"])
     where: list[str] = []
+    places = contract_places or {}
     if len(loc) >= 2 and loc[0] == "fields" and isinstance(loc[1], int):
         try:
             name = raw["fields"][loc[1]].get("name", f"#{loc[1] + 1}")
         except (KeyError, IndexError, TypeError, AttributeError):
             name = f"#{loc[1] + 1}"
-        where.append(f"field {name!r}")
+        where.append(f"{item} {name!r}")
         loc = loc[2:]
-    rest = ".".join(str(p) for p in loc if not str(p).startswith("function-"))
+        places = field_places or {}
+    loc = [p for p in loc if not str(p).startswith("function-")]
+    if loc and str(loc[0]) in places:
+        loc[0] = places[str(loc[0])]
+    rest = ".".join(str(p) for p in loc)
     if rest:
         where.append(rest)
     msg = error["msg"].removeprefix("Value error, ")
     return f"{': '.join(where) or 'contract'}: {msg}"
 
 
-def load_contract(path: Path) -> Contract:
-    """Load and check one contract file; raise ContractError naming the file and field."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ContractError(f"{path}: cannot read contract: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ContractError(f"{path}: not valid YAML: {exc}") from None
-    if not isinstance(raw, dict):
-        raise ContractError(f"{path}: a contract must be a YAML mapping")
-    try:
-        contract = Contract.model_validate({**raw, "path": path})
-    except ValidationError as exc:
-        details = "; ".join(_describe(e, raw) for e in exc.errors())
-        raise ContractError(f"{path}: {details}") from None
-    expected = f"{contract.name}.v{contract.version}.yaml"
-    if path.name != expected:
-        raise ContractError(f"{path}: file name must be {expected} (name and version inside)")
-    return contract
-
-
 def dataset_names(directory: Path) -> list[str]:
     """The datasets that have a contract in `directory`, from the file names alone (no parsing:
     cheap enough for Airflow to call while parsing a DAG file)."""
     return sorted({p.name.split(".v", 1)[0] for p in directory.glob("*.v*.yaml")})
-
-
-class ContractRegistry:
-    """All contracts of a directory, by name (latest version) and by id (`name.vN`)."""
-
-    def __init__(self, contracts: list[Contract]):
-        self._by_id = {c.id: c for c in contracts}
-        self._latest: dict[str, Contract] = {}
-        for c in sorted(contracts, key=lambda c: c.version):
-            self._latest[c.name] = c
-
-    @classmethod
-    def load(cls, directory: Path) -> ContractRegistry:
-        files = sorted(directory.glob("*.v*.yaml"))
-        if not files:
-            raise ContractError(f"{directory}: no contract files (*.vN.yaml)")
-        return cls([load_contract(p) for p in files])
-
-    def get(self, name: str) -> Contract:
-        """A contract by name (its latest version) or by id (`visit_outcome.v1`)."""
-        found = self._by_id.get(name) or self._latest.get(name)
-        if found is None:
-            raise KeyError(f"no contract {name!r}; known: {', '.join(sorted(self._latest))}")
-        return found
-
-    def by_topic(self, topic: str) -> Contract:
-        for c in self._latest.values():
-            if c.topic == topic:
-                return c
-        raise KeyError(f"no contract publishes to topic {topic!r}")
-
-    def __iter__(self):
-        return iter(self._latest.values())
-
-    def names(self) -> list[str]:
-        return sorted(self._latest)

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from visitshare.contracts.model import Contract, ContractError, ContractRegistry
+from visitshare.contracts.loader import ContractRegistry
+from visitshare.contracts.model import Contract, ContractError
 
 ROLES_FILE = "outcomes.yaml"
 

@@ -141,3 +141,14 @@ def test_tree_cpu_counts_a_process_and_the_children_it_waited_for():
     finally:
         proc.communicate("")
     assert tree_cpu_seconds(proc.pid) == 0.0  # gone
+
+
+def test_contracts_with_mode_sets_the_aggregate_mode_of_every_contract(tmp_path):
+    from visitshare.bench.publish import contracts_with_mode
+    from visitshare.contracts import ContractRegistry
+    from visitshare.settings import REPO_ROOT
+
+    out = contracts_with_mode(tmp_path, REPO_ROOT / "schemas", "threshold")
+    registry = ContractRegistry.load(out)
+    assert {c.disclosure.aggregates.mode for c in registry} == {"threshold"}
+    assert (out / "outcomes.yaml").exists()

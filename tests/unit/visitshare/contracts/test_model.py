@@ -1,4 +1,5 @@
-"""Contract loading: the real contracts load, malformed ones fail naming file and field."""
+"""Contract loading: the real contracts load, malformed ones fail naming file and field (ODCS
+documents here; the ODCS mapping itself and the old format: test_odcs.py)."""
 
 from pathlib import Path
 
@@ -6,6 +7,7 @@ import pytest
 import yaml
 
 from visitshare.contracts import ContractError, ContractRegistry, PiiClass, load_contract
+from visitshare.contracts.odcs import custom_property, schema_property
 from visitshare.settings import REPO_ROOT
 
 SCHEMAS = REPO_ROOT / "schemas"
@@ -53,6 +55,7 @@ def test_registry_lookup_by_name_id_and_topic(contracts):
 
 
 def _write(tmp_path: Path, mutate) -> Path:
+    """The visits contract (an ODCS document) after `mutate`, written where the loader reads it."""
     raw = yaml.safe_load((SCHEMAS / "visit_outcome.v1.yaml").read_text())
     mutate(raw)
     path = tmp_path / "visit_outcome.v1.yaml"
@@ -60,23 +63,38 @@ def _write(tmp_path: Path, mutate) -> Path:
     return path
 
 
-def _field(raw, name):
-    return next(f for f in raw["fields"] if f["name"] == name)
+_field = schema_property
+
+
+def _custom(node, name):
+    return custom_property(node, name)["value"]
+
+
+def _set_custom(node, name, value):
+    custom_property(node, name)["value"] = value
+
+
+def _drop_custom(node, name):
+    node["customProperties"].remove(custom_property(node, name))
+
+
+def _properties(raw):
+    return raw["schema"][0]["properties"]
 
 
 MALFORMED = [
-    ("missing pii", lambda r: _field(r, "phone").pop("pii"), ["'phone'", "pii", "required"]),
-    ("unknown pii class", lambda r: _field(r, "phone").update(pii="secret"), ["'phone'", "pii"]),
-    ("unknown type", lambda r: _field(r, "town").update(type="text"), ["'town'", "type"]),
-    ("enum on integer", lambda r: _field(r, "satisfaction").update(enum=["1"]), ["'satisfaction'", "enum"]),
-    ("bad regex", lambda r: _field(r, "phone").update(pattern="(0["), ["'phone'", "regular expression"]),
+    ("missing classification", lambda r: _field(r, "phone").pop("classification"), ["'phone'", "classification", "required"]),
+    ("unknown classification", lambda r: _field(r, "phone").update(classification="secret"), ["'phone'", "classification"]),
+    ("unknown logical type", lambda r: _field(r, "town").update(logicalType="text"), ["'town'", "logicalType"]),
+    ("enum on integer", lambda r: _field(r, "satisfaction").update(enum=[{"value": "1"}]), ["'satisfaction'", "enum"]),
+    ("bad regex", lambda r: _field(r, "phone")["logicalTypeOptions"].update(pattern="(0["), ["'phone'", "regular expression"]),
     ("array without items", lambda r: _field(r, "concerns").pop("items"), ["'concerns'", "items"]),
     ("unknown key", lambda r: _field(r, "town").update(maxlen=3), ["'town'", "maxlen"]),
-    ("direct identifier kept", lambda r: _field(r, "phone").update(disclosure="keep"), ["'phone'", "dropped or pseudonymized"]),
-    ("quasi without rule", lambda r: _field(r, "visited_at").pop("disclosure"), ["'visited_at'", "disclosure"]),
-    ("duplicate field", lambda r: r["fields"].append(dict(_field(r, "town"))), ["duplicate", "town"]),
-    ("event_time not a timestamp", lambda r: r.update(event_time="town"), ["event_time", "town"]),
-    ("key names no field", lambda r: r.update(key=["ward"]), ["'ward'"]),
+    ("direct identifier kept", lambda r: _set_custom(_field(r, "phone"), "disclosure", "keep"), ["'phone'", "dropped or pseudonymized"]),
+    ("quasi without rule", lambda r: _drop_custom(_field(r, "visited_at"), "disclosure"), ["'visited_at'", "disclosure"]),
+    ("duplicate field", lambda r: _properties(r).append(dict(_field(r, "town"))), ["duplicate", "town"]),
+    ("event_time not a timestamp", lambda r: _set_custom(r, "eventTime", "town"), ["event_time", "town"]),
+    ("key names no field", lambda r: _set_custom(r, "key", ["ward"]), ["'ward'"]),
     ("no description", lambda r: _field(r, "outcome").update(description=""), ["'outcome'", "description"]),
 ]  # fmt: skip
 
@@ -94,7 +112,7 @@ def test_malformed_contract_names_file_and_field(tmp_path, case, mutate, fragmen
 
 def test_not_yaml_and_wrong_file_name(tmp_path):
     bad = tmp_path / "visit_outcome.v1.yaml"
-    bad.write_text("fields: [unclosed\n")
+    bad.write_text("schema: [unclosed\n")
     with pytest.raises(ContractError, match="not valid YAML"):
         load_contract(bad)
     wrong = tmp_path / "visits.v1.yaml"

@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from visitshare.contracts import ContractError, geography, load_contract
+from visitshare.contracts.odcs import custom_property, schema_property
 from visitshare.quality.validate import validated_schema
 from visitshare.release.anonymize import (
     PRIMARY,
@@ -494,18 +495,32 @@ def _write_contract(tmp_path: Path, mutate) -> Path:
 
 
 def _field(raw: dict, name: str) -> dict:
-    return next(f for f in raw["fields"] if f["name"] == name)
+    return schema_property(raw, name)
+
+
+def _rule(raw: dict, name: str) -> dict:
+    """The field's disclosure rule: the custom property {property: disclosure, value: ...}."""
+    rule = custom_property(_field(raw, name), "disclosure")
+    assert rule is not None
+    return rule
+
+
+def _qis(raw: dict) -> dict:
+    return custom_property(raw, "disclosure")["value"]["quasi_identifiers"]
 
 
 def test_quasi_identifier_without_disclosure_rule_is_refused_at_load(tmp_path):
-    path = _write_contract(tmp_path, lambda raw: _field(raw, "elderly_only").pop("disclosure"))
+    def drop_rule(raw):
+        _field(raw, "elderly_only")["customProperties"].remove(_rule(raw, "elderly_only"))
+
+    path = _write_contract(tmp_path, drop_rule)
     with pytest.raises(ContractError, match=r"'elderly_only'.*disclosure rule"):
         load_contract(path)
 
 
 def test_published_quasi_identifier_must_be_listed(tmp_path):
     def unlist(raw):
-        del raw["disclosure"]["quasi_identifiers"]["elderly_only"]
+        del _qis(raw)["elderly_only"]
 
     path = _write_contract(tmp_path, unlist)
     with pytest.raises(ContractError, match=r"'elderly_only' is published but not listed"):
@@ -518,9 +533,9 @@ def test_published_koban_must_be_a_quasi_identifier_because_it_narrows_place(tmp
     class says (it was `public` before), so it cannot be published outside the hierarchy."""
 
     def unlist(raw):
-        del raw["disclosure"]["quasi_identifiers"]["koban_id"]
-        _field(raw, "koban_id")["pii"] = pii
-        assert _field(raw, "koban_id")["disclosure"] == "keep"
+        del _qis(raw)["koban_id"]
+        _field(raw, "koban_id")["classification"] = pii
+        assert _rule(raw, "koban_id")["value"] == "keep"
 
     path = _write_contract(tmp_path, unlist)
     with pytest.raises(ContractError, match=r"'koban_id' is published and narrows place"):
@@ -529,7 +544,7 @@ def test_published_koban_must_be_a_quasi_identifier_because_it_narrows_place(tmp
 
 def test_published_timestamp_must_be_a_quasi_identifier(tmp_path):
     def unlist(raw):
-        del raw["disclosure"]["quasi_identifiers"]["visited_at"]
+        del _qis(raw)["visited_at"]
 
     path = _write_contract(tmp_path, unlist)
     with pytest.raises(ContractError, match=r"'visited_at' is published and narrows time"):
@@ -540,8 +555,8 @@ def test_dropped_koban_needs_no_hierarchy(tmp_path):
     """What is not published narrows nothing: dropping the koban is the other way out."""
 
     def drop(raw):
-        del raw["disclosure"]["quasi_identifiers"]["koban_id"]
-        _field(raw, "koban_id")["disclosure"] = "drop"
+        del _qis(raw)["koban_id"]
+        _rule(raw, "koban_id")["value"] = "drop"
 
     contract = load_contract(_write_contract(tmp_path, drop))
     assert "koban_id" not in contract.disclosure.quasi_identifiers
@@ -631,8 +646,8 @@ def test_loader_refuses_a_town_without_a_published_municipality(tmp_path):
     municipality cannot say where such a row stands, and is refused when loaded."""
 
     def drop_municipality(raw):
-        _field(raw, "municipality_code")["disclosure"] = "drop"
-        del raw["disclosure"]["quasi_identifiers"]["municipality_code"]
+        _rule(raw, "municipality_code")["value"] = "drop"
+        del _qis(raw)["municipality_code"]
 
     path = _write_contract(tmp_path, drop_municipality)
     with pytest.raises(ContractError, match="must publish municipality_code"):
