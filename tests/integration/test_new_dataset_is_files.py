@@ -1,6 +1,7 @@
-"""A new dataset is files, not code: a copy of the project gets one more contract, suite and
-topic declaration (nothing else), and its events are produced, landed, validated and released
-by the unchanged code, run from the copy as a user runs it (subprocess, real broker)."""
+"""A new dataset is files, not code: a copy of the project gets one more contract (ODCS v3),
+suite, topic declaration and outcome declaration (nothing else), and its events are produced,
+landed, validated and released by the unchanged code, run from the copy as a user runs it
+(subprocess, real broker)."""
 
 from __future__ import annotations
 
@@ -22,41 +23,132 @@ from visitshare.settings import REPO_ROOT, Settings
 
 CONTRACT = """\
 # A resident reports a street light that is out (a toy dataset: files only, no code).
+apiVersion: v3.2.0
+kind: DataContract
+id: street_light_report
 name: street_light_report
-version: 1
-topic: streets.lights.v1
-description: A street light reported out of order, where and when.
-event_time: reported_at
-key: [municipality_code, town]
-disclosure:
-  k_anonymity: 5
-  l_diversity: 2
-  min_cell_count: 10
-  suppression_budget: 0.1
-  close_after_days: 3
-  aggregates: {mode: dp, rho_per_release: 0.5, rho_cap: 2.5, refresh_days: 7, max_items_per_list: 3}
-  quasi_identifiers:
-    municipality_code: {levels: [exact]}
-    town: {levels: [town, town_group, municipality]}
-    reported_at: {levels: [day, week, month]}
-fields:
-  - {name: event_id, type: uuid, required: true, pii: public, disclosure: drop,
-     description: Idempotency key.}
-  - {name: schema_version, type: integer, required: true, pii: public, minimum: 1, maximum: 1,
-     disclosure: drop, description: Contract version.}
-  - {name: produced_at, type: timestamp, required: true, pii: quasi_identifier, not_future: true,
-     earliest: '2000-01-01T00:00:00+09:00', disclosure: drop, description: When it was sent.}
-  - {name: report_id, type: string, required: true, pii: direct_identifier, max_length: 20,
-     pattern: '^L-[0-9]{6}$', disclosure: drop, description: Case number.}
-  - {name: reported_at, type: timestamp, required: true, pii: quasi_identifier, not_future: true,
-     earliest: '2000-01-01T00:00:00+09:00', disclosure: {coarsen: day},
-     description: When it was reported.}
-  - {name: municipality_code, type: string, required: true, pii: quasi_identifier,
-     domain: tokyo_municipality, disclosure: keep, description: JIS municipality code.}
-  - {name: town, type: string, required: true, pii: quasi_identifier, domain: tokyo_town,
-     max_length: 60, disclosure: keep, description: Town name as in Japan Post's data.}
-  - {name: light_kind, type: string, required: true, pii: public,
-     enum: [street, park, crossing], disclosure: keep, description: Which kind of light.}
+version: 1.0.0
+status: active
+schema:
+  - name: street_light_report
+    physicalName: streets.lights.v1
+    physicalType: topic
+    logicalType: object
+    description: A street light reported out of order, where and when.
+    properties:
+      - name: event_id
+        logicalType: string
+        physicalType: string
+        required: true
+        classification: public
+        description: Idempotency key.
+        logicalTypeOptions: {format: uuid}
+        customProperties:
+          - {property: disclosure, value: drop}
+      - name: schema_version
+        logicalType: integer
+        physicalType: integer
+        required: true
+        classification: public
+        description: Contract version.
+        logicalTypeOptions: {minimum: 1, maximum: 1}
+        customProperties:
+          - {property: disclosure, value: drop}
+      - name: produced_at
+        logicalType: timestamp
+        physicalType: string
+        required: true
+        classification: quasi_identifier
+        description: When it was sent.
+        logicalTypeOptions: {minimum: '2000-01-01T00:00:00+09:00', timezone: true}
+        customProperties:
+          - {property: notFuture, value: true}
+          - {property: disclosure, value: drop}
+      - name: report_id
+        logicalType: string
+        physicalType: string
+        required: true
+        classification: direct_identifier
+        description: Case number.
+        logicalTypeOptions: {maxLength: 20, pattern: '^L-[0-9]{6}$'}
+        customProperties:
+          - {property: disclosure, value: drop}
+      - name: reported_at
+        logicalType: timestamp
+        physicalType: string
+        required: true
+        classification: quasi_identifier
+        description: When it was reported.
+        logicalTypeOptions: {minimum: '2000-01-01T00:00:00+09:00', timezone: true}
+        customProperties:
+          - {property: notFuture, value: true}
+          - {property: disclosure, value: {coarsen: day}}
+      - name: municipality_code
+        logicalType: string
+        physicalType: string
+        required: true
+        classification: quasi_identifier
+        description: JIS municipality code.
+        customProperties:
+          - {property: domain, value: tokyo_municipality}
+          - {property: disclosure, value: keep}
+      - name: town
+        logicalType: string
+        physicalType: string
+        required: true
+        classification: quasi_identifier
+        description: Town name as in Japan Post's data.
+        logicalTypeOptions: {maxLength: 60}
+        customProperties:
+          - {property: domain, value: tokyo_town}
+          - {property: disclosure, value: keep}
+      - name: light_kind
+        logicalType: string
+        physicalType: string
+        required: true
+        classification: public
+        description: Which kind of light.
+        enum:
+          - {value: street}
+          - {value: park}
+          - {value: crossing}
+        customProperties:
+          - {property: disclosure, value: keep}
+customProperties:
+  - {property: eventTime, value: reported_at}
+  - {property: key, value: [municipality_code, town]}
+  - property: disclosure
+    value:
+      k_anonymity: 5
+      l_diversity: 2
+      min_cell_count: 10
+      suppression_budget: 0.1
+      close_after_days: 3
+      aggregates:
+        mode: dp
+        rho_per_release: 0.5
+        rho_cap: 2.5
+        refresh_days: 7
+        max_items_per_list: 3
+      quasi_identifiers:
+        municipality_code: {levels: [exact]}
+        town: {levels: [town, town_group, municipality]}
+        reported_at: {levels: [day, week, month]}
+"""
+
+OUTCOME = """\
+name: lights_municipality_month
+description: Street lights reported out, per municipality and month, by kind.
+level: municipality
+grain: municipality_month
+inputs: {street_light_report: reported_at}
+sql: |
+  SELECT municipality_code, month, count(*) AS reports,
+         count(*) FILTER (WHERE light_kind = 'park') AS park_lights
+  FROM street_light_report GROUP BY ALL
+counts:
+  - {name: report, columns: [reports, park_lights]}
+ratios: {park_share: [park_lights, reports]}
 """
 
 SUITE = {
@@ -120,6 +212,7 @@ def test_a_new_contract_suite_and_topic_are_released_with_no_code(
     project = _copy_project(tmp_path / "project")
     (project / "schemas" / "street_light_report.v1.yaml").write_text(CONTRACT, encoding="utf-8")
     (project / "expectations" / "street_light_report.json").write_text(json.dumps(SUITE))
+    (project / "schemas" / "outcomes" / "lights_municipality_month.yaml").write_text(OUTCOME)
     topics = yaml.safe_load((project / "infra" / "topics.yaml").read_text(encoding="utf-8"))
     topics["topics"] += [
         {"name": "streets.lights.v1", "partitions": 2, "retention": "14d", "description": "toy"},
@@ -177,3 +270,6 @@ def test_a_new_contract_suite_and_topic_are_released_with_no_code(
     assert "report_id" not in shared.column_names  # a direct identifier never leaves
     assert set(shared.column("light_kind").to_pylist()) == {"street", "park", "crossing"}
     assert {"municipality_code", "town"} <= set(shared.column_names)
+    # Its declared outcome table is in the release too, its counts noisy (DP by default).
+    lights = read_table(settings, release, "lights_municipality_month")
+    assert lights.num_rows >= 1 and "report_counts_moe95" in lights.column_names

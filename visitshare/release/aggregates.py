@@ -283,6 +283,8 @@ def _count_cells(
 ) -> None:
     """Cells, cells published and the true count blanked; `published` row i is `true` row i."""
     for c in _counts(spec, true):
+        if c not in true.column_names:  # no partition at all: nothing to count
+            continue
         values = true.column(c).to_numpy(zero_copy_only=False)
         report.count_total += int(values.sum())
         if c not in published.column_names:

@@ -211,3 +211,20 @@ def test_the_median_comes_from_the_bucket_of_the_middle_record():
     t = pa.table({"low": [10, 30, None, 2], "high": [30, 10, 5, 1]})
     med = declared._median(t, d.medians["satisfaction_median"], {"low": 10, "high": 10})
     assert med.to_pylist() == [4.0, 1.5, None, None]  # withheld count; fewer than a cell
+
+
+def test_a_shard_without_rows_for_a_declared_table_publishes_it_empty(contracts_dir):
+    from visitshare.release.aggregates import ValuesStore, release_aggregates
+
+    _write(contracts_dir, DEFINITION)
+    datasets = _datasets(contracts_dir)
+    (d,) = declared.load(contracts_dir, datasets)
+    true = declared.true_values(d, declared.empty_inputs(d, datasets))
+    assert true.num_rows == 0 and set(d.keys) <= set(true.column_names)
+    policy = d.policy_contract(datasets).disclosure.aggregates
+    table, refreshes, report, stored = release_aggregates(
+        declared.table_spec(d), true, policy, 10, 1.0, {},
+        datetime(2030, 4, 1, tzinfo=UTC), 3, ValuesStore(lambda _: pa.table({})), "unused",
+    )  # fmt: skip
+    assert table.num_rows == 0 and refreshes == [] and stored is None
+    assert (report.cells, report.partitions_refreshed) == (0, 0)
