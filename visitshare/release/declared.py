@@ -69,8 +69,13 @@ class OutcomeDefinition(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
     description: str
     level: str = Field(pattern=r"^(town|municipality|police)$")
-    grain: str = Field(pattern=r"^(town_month|municipality_month)$")
+    # town_month | municipality_month: the rows of the partitions a release recomputes;
+    # town: one row per town over the whole history (like before_after_town), recomputed for
+    # every municipality with a recomputed partition.
+    grain: str = Field(pattern=r"^(town_month|municipality_month|town)$")
     inputs: dict[str, str] = Field(min_length=1)  # dataset → its time column
+    # History tables: the columns each input needs (read narrow from every validated file).
+    columns: dict[str, list[str]] = Field(default_factory=dict)
     policy: str | None = None  # dataset whose aggregate policy applies (default: first input)
     sql: str
     counts: list[CountFamily] = Field(min_length=1)
@@ -119,8 +124,14 @@ class OutcomeDefinition(BaseModel):
 
     @property
     def keys(self) -> list[str]:
+        if self.grain == "town":
+            return ["municipality_code", "town"]
         town = ["town"] if self.grain == "town_month" else []
         return ["municipality_code", *town, "month"]
+
+    @property
+    def spans_history(self) -> bool:
+        return self.grain == "town"
 
     @property
     def count_columns(self) -> list[str]:
@@ -163,6 +174,13 @@ def _load(contracts_dir: Path, datasets: Mapping[str, Contract]) -> list[Outcome
                 raise ContractError(f"{path}: {dataset} has no field {column!r}")
         if d.policy is not None and d.policy not in d.inputs:
             raise ContractError(f"{path}: policy {d.policy!r} is not one of its inputs")
+        for dataset, wanted in d.columns.items():
+            if dataset not in d.inputs:
+                raise ContractError(f"{path}: columns of {dataset!r}, which is not an input")
+            known = {f.name for f in datasets[dataset].fields}
+            unknown = sorted(set(wanted) - known)
+            if unknown:
+                raise ContractError(f"{path}: {dataset} has no field(s) {unknown}")
         out.append(d)
         if d.rollup is not None:
             out.append(d.rolled_up())
@@ -210,7 +228,10 @@ def true_values(d: OutcomeDefinition, inputs: Mapping[str, pa.Table]) -> pa.Tabl
 
 def _domain(d: OutcomeDefinition, result: pa.Table) -> pa.Table:
     """The rows a partition publishes: for every municipality × month with data, every town
-    of the municipality (Japan Post's list) at town grain; so a zero is a published fact."""
+    of the municipality (Japan Post's list) at town grain; so a zero is a published fact. A
+    history table publishes the towns its SQL returns (e.g. the towns with a first visit)."""
+    if d.grain == "town":
+        return result.select(d.keys)
     pairs = sorted(
         set(
             zip(
@@ -283,7 +304,7 @@ def table_spec(d: OutcomeDefinition):
     return TableSpec(
         d.name,
         d.keys,
-        True,
+        not d.spans_history,
         suppression_groups=["municipality_code", "month"] if d.grain == "town_month" else [],
         families=tuple((f.name, tuple(f.columns), f.sensitivity) for f in d.counts),
         derive=partial(derive, d),
@@ -293,4 +314,10 @@ def table_spec(d: OutcomeDefinition):
 def empty_inputs(d: OutcomeDefinition, contracts: Mapping[str, Contract]) -> dict[str, pa.Table]:
     from visitshare.quality.validate import validated_schema
 
-    return {ds: validated_schema(contracts[ds]).empty_table() for ds in d.inputs}
+    out = {}
+    for ds in d.inputs:
+        schema = validated_schema(contracts[ds])
+        if ds in d.columns:
+            schema = pa.schema([schema.field(c) for c in d.columns[ds]])
+        out[ds] = schema.empty_table()
+    return out

@@ -119,6 +119,29 @@ def read(
     return _select(settings, contract, [_quote(c) for c in columns], upto, since, session=session)
 
 
+def read_municipalities(
+    settings: Settings,
+    contract: Contract,
+    columns: list[str] | None,
+    upto: int,
+    municipalities: list[str],
+    session: Session | None = None,
+) -> pa.Table:
+    """`columns` (None: every validated column) of the dataset's rows in `municipalities`."""
+    from visitshare.quality.validate import validated_schema
+
+    names = columns if columns is not None else validated_schema(contract).names
+    return _select(
+        settings,
+        contract,
+        [_quote(c) for c in names],
+        upto,
+        where="municipality_code IN (SELECT unnest($munis::VARCHAR[]))",
+        params={"munis": municipalities},
+        session=session,
+    )
+
+
 def first_completed_visits(
     settings: Settings,
     contract: Contract,

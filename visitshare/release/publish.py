@@ -207,7 +207,10 @@ def _report(
 
 
 Spanning = tuple[
-    dict[str, pa.Table], dict[str, set[Partition] | None], AggregateReport, list[Refresh]
+    dict[str, pa.Table],
+    dict[str, set[Partition] | None],
+    dict[str, AggregateReport],
+    list[Refresh],
 ]
 
 
@@ -273,6 +276,17 @@ def _spanning(
     replaced: dict[str, set[Partition] | None] = {
         name: None if plan_.full else _refreshed(refreshes)
     }
+    reports = {name: report}
+    # outcome tables declared over the whole history, per municipality
+    for d in declared.load(
+        settings.contracts_dir, _datasets(record_contracts(settings.contracts_dir))
+    ):
+        if not d.spans_history:
+            continue
+        made = _declared_history(settings, plan_, d, sorted(munis), hs)
+        out[d.name], reports[d.name], more = made
+        replaced[d.name] = None if plan_.full else _refreshed(more)
+        refreshes = [*refreshes, *more]
     # repeat victimization, per incident month
     if plan_.full:
         chosen = incidents
@@ -292,7 +306,42 @@ def _spanning(
     victims = chosen.column("victim_household_id").drop_null().unique().to_pylist()
     visits = history.visits_of(settings, cv, plan_.validated_upto, victims, session=hs)
     out["repeat_victimization"] = repeat_victimization(visits, chosen, key, household_namespace(cv))
-    return out, replaced, report, refreshes
+    return out, replaced, reports, refreshes
+
+
+def _declared_history(
+    settings: Settings,
+    plan_: Plan,
+    d: declared.OutcomeDefinition,
+    munis: list[str],
+    hs: history.Session,
+) -> tuple[pa.Table, AggregateReport, list[Refresh]]:
+    """A declared table over the whole validated history of `munis` (its partitions)."""
+    datasets = _datasets(record_contracts(settings.contracts_dir))
+    inputs = {
+        ds: history.read_municipalities(
+            settings, datasets[ds], d.columns.get(ds), plan_.validated_upto, munis, session=hs
+        )
+        for ds in d.inputs
+    }
+    owner = d.policy_contract(datasets)
+    state = load_state(settings, munis, tables=(d.name,))
+    values_path = zones.aggregate_values(d.name, f"{plan_.token}-h")
+    table, refreshes, report, stored = release_aggregates(
+        declared.table_spec(d),
+        declared.true_values(d, inputs),
+        owner.disclosure.aggregates,
+        owner.disclosure.min_cell_count,
+        1.0,  # unused: the declaration gives each family's sensitivity
+        state.aggregates.get(d.name, {}),
+        plan_.as_of,
+        owner.disclosure.close_after_days,
+        ValuesStore(lambda path: pq.read_table(settings.lake / path), munis),
+        values_path.as_posix(),
+    )
+    if stored is not None:
+        write_parquet(stored, settings.lake / values_path)
+    return table, report, refreshes
 
 
 def finalize(
@@ -330,7 +379,11 @@ def finalize(
             f"(it builds on {plan_.previous}); publish again"
         )
     release_id = (top or 0) + 1
-    outcomes = [d.name for d in declared.load(settings.contracts_dir, _datasets(records))]
+    outcomes = [
+        d.name
+        for d in declared.load(settings.contracts_dir, _datasets(records))
+        if not d.spans_history  # built per shard; the history ones below, in one piece
+    ]
     data = {name: _gather(settings, results, name) for name in [*records, *MONTHLY, *outcomes]}
     # Partitions whose published rows may change: record-level ones wherever recomputed,
     # aggregate ones where refreshed (a carried or stale partition keeps its values: its files
@@ -348,7 +401,7 @@ def finalize(
     key = keys.load_key(settings)
     if keys.fingerprint(key) != plan_.key_fingerprint:
         raise ReleaseError("the pseudonym key changed while the release was being built")
-    spanning, more, ba_report, ba_refreshes = _spanning_tables(settings, plan_, roles, key)
+    spanning, more, spanning_reports, more_refreshes = _spanning_tables(settings, plan_, roles, key)
     data.update(spanning)
     replaced.update(more)
     data = {
@@ -369,7 +422,7 @@ def finalize(
         roles,
         records,
         results,
-        {"before_after_town": ba_report},
+        spanning_reports,
         data,
         previous,
         settings,
@@ -384,7 +437,16 @@ def finalize(
 
     with publish_lock(settings):
         return _write(
-            settings, plan_, results, ba_refreshes, data, replaced, report, release_id, latest, say
+            settings,
+            plan_,
+            results,
+            more_refreshes,
+            data,
+            replaced,
+            report,
+            release_id,
+            latest,
+            say,
         )
 
 

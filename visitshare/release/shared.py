@@ -152,14 +152,15 @@ def tables(settings: Settings) -> tuple[SharedTable, ...]:
 def outcome_table(d) -> SharedTable:
     """The shared table of an outcome declared in a file (`declared.OutcomeDefinition`)."""
     zone = "police" if d.level == "police" else "shared"
+    history = d.spans_history  # one partition per municipality (period "all")
     return SharedTable(
         d.name,
         f"{zone}.{d.name}",
         Level(d.level),
-        ("municipality_code", "month"),
+        ("municipality_code",) if history else ("municipality_code", "month"),
         sql=f"{zone}_{d.name}",
         description=d.description.strip().splitlines()[0],
-        period="month",
+        period=None if history else "month",
     )
 
 

@@ -228,3 +228,46 @@ def test_a_shard_without_rows_for_a_declared_table_publishes_it_empty(contracts_
     )  # fmt: skip
     assert table.num_rows == 0 and refreshes == [] and stored is None
     assert (report.cells, report.partitions_refreshed) == (0, 0)
+
+
+def test_a_history_table_has_one_row_per_town_its_sql_returns(contracts_dir):
+    definition = {
+        "name": "first_visit_follow_ups_town",
+        "description": "Follow-ups after each town's first completed visit.",
+        "level": "town",
+        "grain": "town",
+        "inputs": {"visit_outcome": "visited_at"},
+        "columns": {"visit_outcome": ["municipality_code", "town", "visited_at", "outcome",
+                                      "follow_up_requested"]},
+        "sql": """
+            WITH first AS (SELECT municipality_code, town, min(visited_at) AS first_visit
+                           FROM visit_outcome WHERE outcome = 'completed' GROUP BY ALL)
+            SELECT municipality_code, town,
+                   count(*) FILTER (WHERE follow_up_requested AND visited_at > first_visit)
+                     AS follow_ups_after
+            FROM first JOIN visit_outcome USING (municipality_code, town) GROUP BY ALL""",
+        "counts": [{"name": "visit", "columns": ["follow_ups_after"]}],
+    }  # fmt: skip
+    _write(contracts_dir, definition)
+    datasets = _datasets(contracts_dir)
+    (d,) = declared.load(contracts_dir, datasets)
+    assert d.spans_history and d.keys == ["municipality_code", "town"]
+    assert declared.table_spec(d).by_month is False
+    towns = geography.municipalities()["13104"].towns
+    at = datetime(2030, 3, 10, 10, tzinfo=UTC)
+    rows = [
+        {"municipality_code": "13104", "town": towns[i % 2], "visited_at": at + timedelta(days=i),
+         "outcome": "completed", "follow_up_requested": True}
+        for i in range(10)
+    ]  # fmt: skip
+    inputs = declared.empty_inputs(d, datasets)
+    assert inputs["visit_outcome"].column_names == definition["columns"]["visit_outcome"]
+    full = _visits(datasets["visit_outcome"], rows)
+    true = declared.true_values(
+        d, {"visit_outcome": full.select(inputs["visit_outcome"].column_names)}
+    )
+    assert sorted(true.column("town").to_pylist()) == sorted(towns[:2])  # only its towns
+    assert sum(true.column("follow_ups_after").to_pylist()) == 8  # all but each first visit
+    _write(contracts_dir, definition | {"columns": {"visit_outcome": ["no_such_field"]}})
+    with pytest.raises(ContractError, match="no field"):
+        declared.load(contracts_dir, datasets)
