@@ -292,6 +292,9 @@ def test_small_iceberg_files_are_rewritten_and_every_release_reads_as_before(set
     for spec in shared.tables(settings):
         snap = latest.tables[spec.name]["snapshot_id"]
         tbl = cat.load_table(spec.iceberg)
+        if snap is None:  # a dataset without rows yet: no snapshot, nothing to rewrite
+            assert tbl.current_snapshot() is None and latest.tables[spec.name]["rows"] == 0
+            continue
         assert tbl.refs()[f"release-{latest.id}"].snapshot_id == snap
         assert tbl.current_snapshot().snapshot_id == snap
         if snap != latest_before.tables[spec.name]["snapshot_id"]:
@@ -399,5 +402,6 @@ def test_retention_and_orphan_removal_remove_unreferenced_files_only(settings, c
     for spec in shared.tables(settings):
         tbl = cat.load_table(spec.iceberg)
         kept = {s.snapshot_id for s in tbl.metadata.snapshots}
-        assert get_release(later, second.release_id).tables[spec.name]["snapshot_id"] in kept
+        named = get_release(later, second.release_id).tables[spec.name]["snapshot_id"]
+        assert named in kept or (named is None and not kept)  # a table never written: empty
     assert maintain(later).orphan_files_removed == 0  # nothing left to remove

@@ -18,7 +18,7 @@ protected counts. A new outcome is a file:
       FROM visit_request GROUP BY ALL
     counts:                      # each input record adds to one row, at most `l2` (L2 norm)
       - {name: request, columns: [requests_received, requests_answered], l2: 1.42}
-    ratios: {answer_rate: [requests_answered, requests_received]}        # num / den (× scale)
+    ratios: {answer_rate: [requests_answered, requests_received, 1, 1]}  # num/den × scale, ≤ max
     means: {satisfaction_mean: [_satisfaction_points, _satisfaction_answers, 1, 5]}
     medians: {median_days_to_visit: {days_0_7: 3.5, days_8_14: 11}}      # bucket → midpoint
 
@@ -95,8 +95,8 @@ class OutcomeDefinition(BaseModel):
         if len(set(counted)) != len(counted):
             raise ValueError("a column is in two count families")
         for name, r in self.ratios.items():
-            if len(r) not in (2, 3) or not all(isinstance(x, str) for x in r[:2]):
-                raise ValueError(f"ratio {name}: [numerator, denominator, scale?]")
+            if len(r) not in (2, 3, 4) or not all(isinstance(x, str) for x in r[:2]):
+                raise ValueError(f"ratio {name}: [numerator, denominator, scale?, maximum?]")
         for name, m in self.means.items():
             if len(m) != 4 or not all(isinstance(x, str) for x in m[:2]):
                 raise ValueError(f"mean {name}: [points, answers, offset, maximum]")
@@ -263,14 +263,20 @@ def derive(d: OutcomeDefinition, t: pa.Table, least: Mapping[str, float]) -> pa.
         return pc.fill_null(ok, False)
 
     out = t
-    for name, (num, den, *scale) in d.ratios.items():
+    for name, (num, den, *rest) in d.ratios.items():
         n, q = (pc.cast(t.column(c), pa.float64()) for c in (num, den))
-        value = pc.multiply(pc.divide(n, q), float(scale[0]) if scale else 1.0)
+        value = pc.multiply(pc.divide(n, q), float(rest[0]) if rest else 1.0)
+        # Noise can push a count below zero or a part above its whole: clip to what the
+        # quantity can be (0, and the maximum given, e.g. 1 for a share).
+        value = pc.max_element_wise(value, 0.0)
+        if len(rest) > 1:
+            value = pc.min_element_wise(value, float(rest[1]))
         ok = pc.and_(enough(str(den)), pc.is_valid(n))
         out = out.append_column(name, pc.if_else(ok, value, pa.scalar(None, pa.float64())))
     for name, (points, answers, offset, top) in d.means.items():
         p, a = (pc.cast(t.column(c), pa.float64()) for c in (points, answers))
-        value = pc.min_element_wise(pc.add(pc.divide(p, a), float(offset)), float(top))
+        value = pc.add(pc.divide(p, a), float(offset))
+        value = pc.min_element_wise(pc.max_element_wise(value, float(offset)), float(top))
         ok = pc.and_(enough(str(answers)), pc.is_valid(p))
         out = out.append_column(name, pc.if_else(ok, value, pa.scalar(None, pa.float64())))
     for name, buckets in d.medians.items():

@@ -271,3 +271,22 @@ def test_a_history_table_has_one_row_per_town_its_sql_returns(contracts_dir):
     _write(contracts_dir, definition | {"columns": {"visit_outcome": ["no_such_field"]}})
     with pytest.raises(ContractError, match="no field"):
         declared.load(contracts_dir, datasets)
+
+
+def test_derived_values_stay_within_what_they_can_be():
+    d = declared.OutcomeDefinition.model_validate(
+        DEFINITION | {"ratios": {"share": ["follow_ups", "visits_completed", 1, 1]}}
+    )
+    t = pa.table(
+        {
+            "visits_completed": [40, 40, 40],
+            "follow_ups": [60, -5, 20],  # noise: more than the whole, below zero
+            "_points": [200, -30, 80],
+            "_answers": [40, 40, 40],
+            "low": [1, 1, 1],
+            "high": [1, 1, 1],
+        }
+    )
+    out = declared.derive(d, t, {})
+    assert out.column("share").to_pylist() == [1.0, 0.0, 0.5]
+    assert out.column("satisfaction_mean").to_pylist() == [5.0, 1.0, 3.0]
