@@ -2,7 +2,10 @@
 
 It shows what the partner may read (`partners.view`, never the raw tables): heatmaps town ×
 month of the outcome table, before/after per town, and the trends per month of the
-municipality. The charts are Vega-Lite specs built with Altair; the page carries the data as
+municipality; then, for every outcome table declared in a file (`visitshare.release.declared`)
+that the release holds and the partner may read, a section of its own, built from the
+declaration alone: heatmaps town × month of its counts and of each ratio, mean and median, and
+trends per month from its municipality table (its rollup). The charts are Vega-Lite specs built with Altair; the page carries the data as
 JSON and the Vega, Vega-Lite and vega-embed libraries inlined once (vl-convert's bundle), and
 renders every chart as SVG in the browser, so it opens offline and asks nothing of any network.
 
@@ -15,7 +18,9 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Sequence
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
@@ -26,7 +31,9 @@ import pyarrow.compute as pc
 from visitshare.access.partners import Partner, load_partners, view
 from visitshare.contracts import geography
 from visitshare.landing.files import write_text_atomic
+from visitshare.release import declared, shared
 from visitshare.release import releases as rel
+from visitshare.release.declared import OutcomeDefinition
 from visitshare.settings import Settings
 
 FONT = '"IPAexGothic", "IPAGothic", "Noto Sans CJK JP", "Yu Gothic", "Meiryo", "Hiragino Sans", sans-serif'
@@ -68,8 +75,14 @@ def moe_column(table: pa.Table, column: str) -> str | None:
 
 
 def _cells(table: pa.Table, column: str) -> tuple[list, list, list[str]]:
-    """A column's values, their margins of error (None: none) and statuses."""
-    moe = moe_column(table, column)
+    """A column of the outcome tables: its values, margins of error (None: none), statuses."""
+    return _cells_with(table, column, moe_column(table, column))
+
+
+def _cells_with(table: pa.Table, column: str, moe: str | None) -> tuple[list, list, list[str]]:
+    """A column's values, their margins of error in column `moe` (None, or absent: none) and
+    their statuses."""
+    moe = moe if moe in table.column_names else None
     values = table.column(column).to_pylist()
     moes = table.column(moe).to_pylist() if moe else [None] * len(values)
     return values, moes, [cell_status(v, m) for v, m in zip(values, moes, strict=True)]
@@ -105,16 +118,23 @@ def town_data(table: pa.Table) -> dict[str, list]:
     return data
 
 
-def _long(table: pa.Table, keys: Sequence[str], columns: Sequence[str]) -> dict[str, list]:
-    """One row per row of `table` and column: keys, metric, value, margin, status."""
+def _long(
+    table: pa.Table,
+    keys: Sequence[str],
+    columns: Sequence[str],
+    moes: Mapping[str, str | None] | None = None,
+) -> dict[str, list]:
+    """One row per row of `table` and column: keys, metric, value, margin, status. `moes`:
+    each column's margin column (default: the outcome tables', `moe_column`)."""
     out: dict[str, list] = {k: [] for k in (*keys, "metric", "value", "moe", "status")}
     for c in (c for c in columns if c in table.column_names):
         for k in keys:
             out[k] += table.column(k).to_pylist()
         out["metric"] += [c] * table.num_rows
-        values, moes, statuses = _cells(table, c)
+        cells = _cells(table, c) if moes is None else _cells_with(table, c, moes.get(c))
+        values, moes_, statuses = cells
         out["value"] += values
-        out["moe"] += moes
+        out["moe"] += moes_
         out["status"] += statuses
     return out
 
@@ -147,20 +167,44 @@ def _spec(chart: alt.LayerChart | alt.FacetChart, code: str) -> dict:
     return chart.configure(font=FONT).configure_view(stroke=None).to_dict()
 
 
+def _moe_expr(columns: Sequence[str], moe: str | Mapping[str, str | None] | None) -> str:
+    """The Vega expression of the picked column's margin of error (one column for all, or a
+    column per picked column)."""
+    if moe is None or isinstance(moe, str):
+        return f"datum[{json.dumps(moe)}]" if moe else "null"
+    expr = "null"
+    for c in reversed(columns):
+        if moe.get(c):
+            expr = f"pick == {json.dumps(c)} ? datum[{json.dumps(moe[c])}] : {expr}"
+    return expr
+
+
 def heatmap(
-    title: str, columns: list[str], moe: str | None, scheme: str, fmt: str, code: str
+    title: str,
+    columns: list[str],
+    moe: str | Mapping[str, str | None] | None,
+    scheme: str,
+    fmt: str,
+    code: str,
+    *,
+    data: str = "town_month",
+    labels: Sequence[str] | None = None,
+    choose: str = "category ",
 ) -> dict:
-    """Town × month cells of one column; of a family, the column a selector under it picks."""
+    """Town × month cells of one column of dataset `data`; of a family, the column a selector
+    under it (`choose`, `labels`) picks. `moe`: the margin column, or each column's."""
     pick = alt.param(name="pick", value=columns[0])
     if len(columns) > 1:
-        names = [c.split("_", 1)[1].replace("_", " ") for c in columns]
-        bind = alt.binding_select(options=columns, labels=names, name="category ")
+        names = labels or [c.split("_", 1)[1].replace("_", " ") for c in columns]
+        bind = alt.binding_select(options=columns, labels=list(names), name=choose)
         pick = alt.param(name="pick", value=columns[0], bind=bind)
     x = alt.X("month:O", title=None, axis=alt.Axis(labelAngle=-45))
     tip = [alt.Tooltip("town:N"), alt.Tooltip("month:O"), alt.Tooltip("value:Q", format=fmt),
            alt.Tooltip("moe:Q", title="± (95%)"), alt.Tooltip("note:N", title="status")]  # fmt: skip
     base = alt.Chart().encode(x=x, y=TOWNS, tooltip=tip)
-    color = alt.Color("value:Q", title=None, scale={"scheme": scheme})
+    # no label where every cell is withheld (an empty domain would read "NaN")
+    keys = alt.Legend(labelExpr="isFinite(datum.value) ? datum.label : ''")
+    color = alt.Color("value:Q", title=None, scale={"scheme": scheme}, legend=keys)
     chart = (
         alt.layer(
             base.mark_rect().encode(color=color)
@@ -169,11 +213,11 @@ def heatmap(
             .transform_filter("datum.status == 'w'").properties(name="withheld"),
             base.mark_point(shape="circle", size=9, filled=True, color="#222")
             .transform_filter("datum.status == 'n'").properties(name="noisy"),
-            data=alt.NamedData(name="town_month"),
+            data=alt.NamedData(name=data),
         )
         .add_params(pick)
         .transform_calculate(value="datum[pick]", status="datum['s_' + pick]",
-                             moe=f"datum['{moe}']" if moe else "null")
+                             moe=_moe_expr(columns, moe))
         .transform_calculate(note=NOTE)
         .properties(title=title, width=alt.Step(26), height=alt.Step(13))
     )  # fmt: skip
@@ -208,26 +252,343 @@ def before_after_chart(code: str) -> dict:
     return _spec(chart, code)
 
 
-def trend_chart(code: str, metrics: Sequence[str], title: str, fmt: str) -> dict:
-    """Per month, the municipality's `metrics`; a count's margin of error as a bar."""
-    legend = alt.Legend() if len(metrics) > 1 else None
+def trend_chart(
+    code: str,
+    metrics: Sequence[str],
+    title: str,
+    fmt: str,
+    *,
+    data: str = "trends",
+    bars: bool | None = None,
+    domain: tuple[float, float] | None = None,
+) -> dict:
+    """Per month, the municipality's `metrics` (of dataset `data`); with `bars` (default: unless
+    a metric is a rate), each value's margin of error as a bar; `domain`: the y axis's range
+    (a mean's scale), else from zero to the data."""
+    legend = alt.Legend(labelLimit=280) if len(metrics) > 1 else None
     base = alt.Chart().encode(
         x=alt.X("month:O", title=None),
         color=alt.Color("label:N", title=None, legend=legend),
         tooltip=[alt.Tooltip("label:N", title="metric"), alt.Tooltip("month:O"),
                  alt.Tooltip("value:Q", format=fmt), alt.Tooltip("moe:Q", title="± (95%)")],
     )  # fmt: skip
-    layers = [base.mark_line(point=True).encode(y=alt.Y("value:Q", title=None).axis(format=fmt))]
-    if not set(metrics) & set(RATES):
-        bars = base.mark_rule().encode(y="low:Q", y2="high:Q")
-        layers.append(bars.transform_calculate(low="max(0, datum.value - datum.moe)",
+    y = alt.Y("value:Q", title=None).axis(format=fmt)
+    layers = [base.mark_line(point=True).encode(y=y.scale(domain=domain) if domain else y)]
+    if bars if bars is not None else not set(metrics) & set(RATES):
+        rules = base.mark_rule().encode(y="low:Q", y2="high:Q")
+        layers.append(rules.transform_calculate(low="max(0, datum.value - datum.moe)",
                                                high="datum.value + datum.moe"))  # fmt: skip
     chart = (
-        alt.layer(*layers, data=alt.NamedData(name="trends"))
+        alt.layer(*layers, data=alt.NamedData(name=data))
         .transform_filter(f"indexof({json.dumps(list(metrics))}, datum.metric) >= 0")
         .properties(title=title, width=420, height=220)
     )
     return _spec(chart, code)
+
+
+# -- outcome tables declared in files ------------------------------------------------------------
+# Specific touches: the counts whose trend a declared table's section shows (default: the first
+# published column of each count family), and first in its heatmap of counts.
+FEATURED: dict[str, tuple[str, ...]] = {
+    "requests_town_month": ("requests", "answered"),
+    "workshops_town_month": ("households_invited", "invited_attending"),
+    "surveys_town_month": ("responses_after_visit", "responses_without_visit"),
+}
+SCHEMES = {"count": "blues", "share": "greens", "per": "reds", "mean": "purples",
+           "median": "oranges"}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Measure:
+    """A published column of a declared table and how it is shown."""
+
+    column: str
+    kind: str  # count | share (ratio) | per (ratio × scale) | mean | median
+    fmt: str  # d3 format
+    moe: str | None = None  # a count's margin of error column (`<family>_counts_moe95`)
+    group: str = ""  # kind and unit: the derived values a trend chart shows together
+    note: str = ""  # appended to its title: a mean's range
+    domain: tuple[float, float] | None = None  # a mean's range
+
+
+def measures(d: OutcomeDefinition) -> list[Measure]:
+    """Every published column of a declaration (never a `_` input of a mean): its counts, then
+    its ratios, means and medians."""
+    out = [
+        Measure(c, "count", "d", f"{f.name}_counts_moe95", "count")
+        for f in d.counts
+        for c in f.columns
+        if not c.startswith("_")
+    ]
+    for name, (_, _, *scale) in d.ratios.items():
+        by = float(scale[0]) if scale else 1.0
+        if by == 1:
+            out.append(Measure(name, "share", ".0%", group="share"))
+        else:
+            out.append(Measure(name, "per", ",.1f", group=f"per {by:,g}"))
+    for name, (_, _, low, high) in d.means.items():
+        span = f"{float(low):g}–{float(high):g}"
+        out.append(
+            Measure(name, "mean", ".2f", group=f"mean {span}", note=f" ({span})",
+                    domain=(float(low), float(high)))
+        )  # fmt: skip
+    out += [Measure(name, "median", ".1f", group="median") for name in d.medians]
+    return out
+
+
+def humanize(name: str) -> str:
+    """A column's name as words: `within_14d_share_app` → "within 14 days share app"."""
+    words = []
+    for w in name.strip("_").split("_"):
+        if m := re.fullmatch(r"(\d+)d", w):
+            words.append(f"{m[1]} days")
+        else:
+            words.append(f"{int(w):,}" if w.isdigit() else w)
+    return re.sub(r"(\d) (\d)", r"\1–\2", " ".join(words))  # days 0 3 → days 0–3
+
+
+def _title(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _short(d: OutcomeDefinition) -> str:
+    """The outcome's short name: `requests` for requests_town_month and its rollup."""
+    name = d.rollup_of or d.name
+    return humanize(re.sub(r"_(town|municipality)_month$", "", name))
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One chart of a declared table's section."""
+
+    id: str  # its element's id
+    title: str
+    columns: tuple[str, ...]  # a heatmap's selector chooses one; a trend shows all
+    labels: tuple[str, ...]
+    kind: str
+    fmt: str
+    moes: tuple[tuple[str, str | None], ...] = ()  # column → its margin of error column
+    domain: tuple[float, float] | None = None  # a trend's y axis (a mean's range)
+
+
+def _families(ms: Sequence[Measure]) -> list[list[Measure]]:
+    """Derived values to show under one selector: ratios of one unit whose names share their
+    first two words or more (`within_14d_share_<channel>`, `safer_share_<after|without>_visit`);
+    every other derived value alone."""
+    groups: dict[str, list[Measure]] = {}
+    for m in ms:
+        key, words = m.column, m.column.split("_")
+        if m.kind in ("share", "per"):
+            for n in range(len(words) - 1, 1, -1):
+                prefix = "_".join(words[:n]) + "_"
+                if any(o is not m and o.group == m.group and o.column.startswith(prefix)
+                       for o in ms):  # fmt: skip
+                    key = prefix
+                    break
+        groups.setdefault(key, []).append(m)
+    return list(groups.values())
+
+
+def heatmap_panels(d: OutcomeDefinition, present: Sequence[str]) -> list[Panel]:
+    """The heatmaps town × month of a town table: its counts (a selector picks the column,
+    the featured ones first), then each ratio, mean and median (one selector per family)."""
+    ms = [m for m in measures(d) if m.column in present]
+    featured = FEATURED.get(d.name, ())
+    counts = sorted((m for m in ms if m.kind == "count"),
+                    key=lambda m: featured.index(m.column) if m.column in featured else 99)  # fmt: skip
+    out = []
+    if counts:
+        out.append(
+            Panel(f"{d.name}-counts", "Counts per town (choose below)",
+                  tuple(m.column for m in counts), tuple(humanize(m.column) for m in counts),
+                  "count", "d", tuple((m.column, m.moe) for m in counts))
+        )  # fmt: skip
+    for family in _families([m for m in ms if m.kind != "count"]):
+        first, labels = family[0], tuple(humanize(m.column) for m in family)
+        if len(family) == 1:
+            title = _title(humanize(first.column)) + first.note
+        else:
+            prefix = re.match(r"^(.*_)", _common_prefix([m.column for m in family]))
+            stem = prefix[1] if prefix else ""
+            title = _title(humanize(stem)) + " (choose below)"
+            labels = tuple(humanize(m.column[len(stem) :]) for m in family)
+        columns = tuple(m.column for m in family)
+        out.append(Panel(f"{d.name}-{first.column}", title, columns, labels, first.kind, first.fmt))
+    return out
+
+
+def _common_prefix(names: Sequence[str]) -> str:
+    first, last = min(names), max(names)
+    n = 0
+    while n < min(len(first), len(last)) and first[n] == last[n]:
+        n += 1
+    return first[:n]
+
+
+def trend_panels(d: OutcomeDefinition, name: str, present: Sequence[str]) -> list[Panel]:
+    """The trends per month of a municipality table `name` (of declaration `d`): its featured
+    counts with their margins of error, then one chart per kind and unit of derived value."""
+    ms = [m for m in measures(d) if m.column in present]
+    counts = [m for m in ms if m.kind == "count"]
+    featured = FEATURED.get(d.rollup_of or d.name)
+    if featured:
+        shown = [m for c in featured for m in counts if m.column == c]
+    else:  # the first published column of each count family
+        shown = [
+            next(m for m in counts if m.moe == moe) for moe in dict.fromkeys(m.moe for m in counts)
+        ]
+    groups: dict[str, list[Measure]] = {}
+    for m in (m for m in ms if m.kind != "count"):
+        groups.setdefault(m.group, []).append(m)
+    out = []
+    if shown:
+        names = " and ".join(humanize(m.column) for m in shown) if len(shown) <= 2 else "counts"
+        out.append(
+            Panel(f"{name}-counts", f"Per month: {names} (bars: 95% margin of error)",
+                  tuple(m.column for m in shown), tuple(humanize(m.column) for m in shown),
+                  "count", "d", tuple((m.column, m.moe) for m in shown))
+        )  # fmt: skip
+    for group, family in groups.items():
+        first = family[0]
+        if len(family) <= 2:
+            what = " and ".join(humanize(m.column) for m in family) + first.note
+        else:
+            plural = {
+                "share": "shares",
+                "per": f"rates {group}",
+                "mean": "means",
+                "median": "medians",
+            }
+            what = plural[first.kind] + first.note
+        out.append(
+            Panel(f"{name}-{re.sub(r'[^a-z0-9]+', '_', group)}", f"Per month: {what}",
+                  tuple(m.column for m in family), tuple(humanize(m.column) for m in family),
+                  first.kind, first.fmt, domain=first.domain)
+        )  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True)
+class Declared:
+    """An outcome declared in a file as the partner reads it: the town table and the
+    municipality table (its rollup) of one declaration, either absent (None) when the release
+    has no such table or the partner may not read it."""
+
+    definition: OutcomeDefinition  # the town table's, or a municipality table's of its own
+    town: pa.Table | None = None
+    muni: pa.Table | None = None
+
+    @property
+    def muni_name(self) -> str:
+        d = self.definition
+        return (d.rollup or d.name) if d.grain == "town_month" else d.name
+
+    @property
+    def tables(self) -> list[pa.Table]:
+        return [t for t in (self.town, self.muni) if t is not None and t.num_rows]
+
+
+def declared_outcomes(settings: Settings, partner: Partner, release) -> list[Declared]:
+    """Every declared outcome of `release` the partner may read, with rows for it (a ward's
+    own municipality only, also where it may read every municipality)."""
+    from visitshare.contracts.roles import record_contracts
+
+    datasets = {c.name: c for c in record_contracts(settings.contracts_dir).values()}
+    definitions = declared.load(settings.contracts_dir, datasets)
+    specs = shared.by_name(settings)
+    read: dict[str, pa.Table] = {}
+    for d in definitions:
+        spec = specs.get(d.name)
+        if spec is None or d.name not in release.tables or not partner.can_read(spec):
+            continue
+        table = view(settings, partner, release, d.name)
+        if partner.municipality_code is not None:
+            table = table.filter(
+                pc.equal(table.column("municipality_code"), partner.municipality_code)
+            )
+        read[d.name] = table
+    out = []
+    for d in (d for d in definitions if d.rollup_of is None):  # a rollup: with its town table
+        if d.grain == "town_month":
+            o = Declared(d, read.get(d.name), read.get(d.rollup) if d.rollup else None)
+        else:
+            o = Declared(d, None, read.get(d.name))
+        if o.tables:
+            out.append(o)
+    return out
+
+
+def declared_town_data(d: OutcomeDefinition, table: pa.Table) -> dict[str, list]:
+    """A declared town table, column-wise: keys, town order, each published column with its
+    status (`s_<column>`), and the margins of error."""
+    data = {c: table.column(c).to_pylist() for c in d.keys}
+    data["order"] = _order(data["municipality_code"], data["town"])
+    for m in (m for m in measures(d) if m.column in table.column_names):
+        data[m.column], _, data[f"s_{m.column}"] = _cells_with(table, m.column, m.moe)
+    for moe in (f"{f.name}_counts_moe95" for f in d.counts):
+        if moe in table.column_names:
+            data[moe] = table.column(moe).to_pylist()
+    return data
+
+
+def declared_trend_data(d: OutcomeDefinition, name: str, table: pa.Table) -> dict[str, list]:
+    """A declared municipality table, long: what its trend charts show."""
+    panels = trend_panels(d, name, table.column_names)
+    columns = list(dict.fromkeys(c for p in panels for c in p.columns))
+    moes = {m.column: m.moe for m in measures(d)}
+    data = _long(table, ("municipality_code", "month"), columns, moes)
+    data["label"] = [humanize(m) for m in data["metric"]]
+    return data
+
+
+def declared_charts(o: Declared, code: str) -> list[tuple[str, str, dict]]:
+    """(element id, dataset, spec) of a declared outcome's charts, showing `code` first."""
+    d, out = o.definition, []
+    if o.town is not None and o.town.num_rows:
+        for p in heatmap_panels(d, o.town.column_names):
+            moe = dict(p.moes) if p.moes else None
+            spec = heatmap(p.title, list(p.columns), moe, SCHEMES[p.kind], p.fmt, code,
+                           data=d.name, labels=p.labels, choose="show ")  # fmt: skip
+            out.append((p.id, d.name, spec))
+    if o.muni is not None and o.muni.num_rows:
+        name = o.muni_name
+        for p in trend_panels(d, name, o.muni.column_names):
+            spec = trend_chart(code, p.columns, p.title, p.fmt, data=name,
+                               bars=p.kind == "count", domain=p.domain)  # fmt: skip
+            out.append((p.id, name, spec))
+    return out
+
+
+def declared_data(o: Declared) -> dict[str, dict[str, list]]:
+    """Dataset name → the columns a declared outcome's charts read."""
+    out = {}
+    if o.town is not None and o.town.num_rows:
+        out[o.definition.name] = declared_town_data(o.definition, o.town)
+    if o.muni is not None and o.muni.num_rows:
+        out[o.muni_name] = declared_trend_data(o.definition, o.muni_name, o.muni)
+    return out
+
+
+def _headline(d: OutcomeDefinition) -> str:
+    """The declaration's description up to its first colon or full stop."""
+    text = " ".join(d.description.split())
+    return re.split(r":|\. ", text, maxsplit=1)[0].rstrip(".")
+
+
+def _section(o: Declared, charts: Sequence[tuple[str, str, dict]]) -> str:
+    d = o.definition
+    names = [
+        n for n, t in ((d.name, o.town), (o.muni_name, o.muni)) if t is not None and t.num_rows
+    ]
+    tables = " and ".join(f"<code>{html.escape(n)}</code>" for n in names)
+    return (
+        f'<section class=outcome id="section-{html.escape(d.name)}">'
+        f"<h2>{html.escape(_headline(d))}</h2>"
+        f"<p class=about>{html.escape(' '.join(d.description.split()))} From {tables}.</p>"
+        "<div class=charts>"
+        + "".join(f'<div class=chart id="{html.escape(key)}"></div>' for key, _, _ in charts)
+        + "</div></section>"
+    )
 
 
 # -- the page ----------------------------------------------------------------------------------
@@ -249,29 +610,46 @@ def _margins(tables: Sequence[pa.Table], column: str) -> str:
     return "" if low is None else f"±{low}" if low == high else f"±{low}–{high}"
 
 
-def legend(town: pa.Table, muni: pa.Table, before_after: pa.Table) -> str:
-    """Why cells are hatched or dotted, from what the tables hold (noise or threshold mode)."""
+def legend(
+    town: pa.Table, muni: pa.Table, before_after: pa.Table, outcomes: Sequence[Declared] = ()
+) -> str:
+    """Why cells are hatched or dotted, from what the tables hold (noise or threshold mode;
+    each declared outcome's count families, `<family>_counts_moe95`, as its contract chose)."""
     margins = [
         (_margins((town, muni), "visit_counts_moe95"), "visit counts"),
         (_margins((town, muni), "incident_counts_moe95"), "incident counts"),
         (_margins((before_after,), "incident_counts_moe95"), "before/after counts"),
     ]
-    if any(m for m, _ in margins):
-        return (
-            "<p>Every count carries random noise (differential privacy), so that no household "
-            "can be recognized: the true count lies within the published count "
-            + ", ".join(f"{m} for {what}" for m, what in margins if m)
-            + " in 95% of cases. <span class=dot></span> marks a count no larger than its "
-            "margin: it may be 0, and small counts lean upwards. <span class=hatch></span> marks "
-            "a withheld value: a rate whose denominator (visits, households visited) is within "
-            "the noise, so that the rate would mean nothing.</p>"
-        )
-    return (
-        "<p>Counts are exact. <span class=hatch></span> marks a suppressed cell: a count too "
-        "small to publish (below the minimum cell count of the contracts), a cell that could "
-        "otherwise be worked out from the totals, or a rate one of whose counts is suppressed "
-        "or too small. A suppressed cell is not zero.</p>"
+    exact = []
+    built_in = [t for t in (town, muni, before_after) if t.num_rows]
+    if built_in and not any(m for m, _ in margins):
+        exact.append("the visit and incident tables")
+    for o in outcomes:
+        mine = [(_margins(o.tables, f"{f.name}_counts_moe95"), f"{f.name} counts ({_short(o.definition)})")
+                for f in o.definition.counts if not all(c.startswith("_") for c in f.columns)]  # fmt: skip
+        margins += mine
+        if not any(m for m, _ in mine):
+            exact.append(_short(o.definition))
+    threshold = (
+        "<span class=hatch></span> marks a suppressed cell: a count too small to publish (below "
+        "the minimum cell count of the contracts), a cell that could otherwise be worked out "
+        "from the totals, or a rate, mean or median one of whose counts is suppressed or too "
+        "small. A suppressed cell is not zero.</p>"
     )
+    if not any(m for m, _ in margins):
+        return "<p>Counts are exact. " + threshold
+    text = (
+        "<p>Every count carries random noise (differential privacy), so that no household "
+        "can be recognized: the true count lies within the published count "
+        + ", ".join(f"{m} for {what}" for m, what in margins if m)
+        + " in 95% of cases. <span class=dot></span> marks a count no larger than its "
+        "margin: it may be 0, and small counts lean upwards. <span class=hatch></span> marks "
+        "a withheld value: a rate, mean or median whose denominator (visits, households "
+        "visited, requests, responses…) is within the noise, so that it would mean nothing.</p>"
+    )
+    if exact:
+        text += f"<p>Counts of {html.escape(', '.join(exact))} are exact. " + threshold
+    return text
 
 
 def _charts(town: pa.Table, muni: pa.Table, before_after: pa.Table, code: str) -> list:
@@ -300,11 +678,13 @@ def render_dashboard(settings: Settings, partner: Partner, release) -> str:
         view(settings, partner, release, name)
         for name in ("outcomes_town_month", "outcomes_municipality_month", "before_after_town")
     )
+    outcomes = declared_outcomes(settings, partner, release)
     if partner.municipality_code is not None:  # its own municipality (it may read all)
         codes = [partner.municipality_code]
         muni = muni.filter(pc.equal(muni.column("municipality_code"), partner.municipality_code))
     else:
-        present = (t.column("municipality_code").to_pylist() for t in (town, muni, before_after))
+        tables = (town, muni, before_after, *(t for o in outcomes for t in o.tables))
+        present = (t.column("municipality_code").to_pylist() for t in tables)
         codes = sorted({c for column in present for c in column})
     head = (
         f"<h1>Home-visit programme: release {release.id}</h1><p class=meta>Published "
@@ -312,10 +692,11 @@ def render_dashboard(settings: Settings, partner: Partner, release) -> str:
         f"({html.escape(partner.id)}) · anonymized, aggregated figures: no row is a person or "
         "a household.</p>"
     )
-    if not (town.num_rows or muni.num_rows or before_after.num_rows):
+    if not (town.num_rows or muni.num_rows or before_after.num_rows or outcomes):
         body = "<p class=empty>Nothing to show yet: this release has no rows for you.</p>"
         return _page(release.id, head + body, "")
     charts = _charts(town, muni, before_after, codes[0])
+    sections = [(o, declared_charts(o, codes[0])) for o in outcomes]
     names = {c: html.escape(f"{geography.municipality(c).name} ({c})") for c in codes}
     options = "".join(f'<option value="{html.escape(c)}">{names[c]}</option>' for c in codes)
     select = (
@@ -325,18 +706,22 @@ def render_dashboard(settings: Settings, partner: Partner, release) -> str:
     )
     body = (
         f"{select}<section class=legend><h2>Reading the cells</h2>"
-        f"{legend(town, muni, before_after)}</section><div class=charts>"
+        f"{legend(town, muni, before_after, outcomes)}</section>"
+        + ("<h2>Visits and incidents</h2>" if charts and sections else "")
+        + "<div class=charts>"
         + "".join(f'<div class=chart id="{key}"></div>' for key, _, _ in charts)
         + "</div>"
+        + "".join(_section(o, cs) for o, cs in sections)
     )
-    payload = {
-        "data": {
-            "town_month": town_data(town),
-            "before_after": before_after_data(before_after),
-            "trends": trend_data(muni),
-        },
-        "charts": [{"id": k, "data": d, "spec": s} for k, d, s in charts],
+    data = {
+        "town_month": town_data(town),
+        "before_after": before_after_data(before_after),
+        "trends": trend_data(muni),
     }
+    for o in outcomes:
+        data |= declared_data(o)
+    every = [*charts, *(c for _, cs in sections for c in cs)]
+    payload = {"data": data, "charts": [{"id": k, "data": d, "spec": s} for k, d, s in every]}
     scripts = (
         f"<script>{_bundle()}</script>"
         f"<script type=application/json id=dashboard-data>{script_json(payload)}</script>"
@@ -364,7 +749,7 @@ def _page(release_id: int, body: str, scripts: str) -> str:
 
 _CSS = f"""body {{ font-family: {FONT}; margin: 1.5rem; color: #222; }}
 .meta {{ color: #555; }} .charts {{ display: flex; flex-wrap: wrap; gap: 1.5rem; }}
-.legend {{ max-width: 60rem; }} .dot, .hatch {{ display: inline-block; width: 12px;
+.legend, .about {{ max-width: 60rem; }} .outcome {{ margin-top: 2rem; }} .dot, .hatch {{ display: inline-block; width: 12px;
 height: 12px; vertical-align: middle; }} .dot {{ background: radial-gradient(#222 30%, transparent 35%); }}
 .hatch {{ background: repeating-linear-gradient(45deg, #888 0 1px, #eee 1px 4px); }}"""
 # The pattern withheld cells are filled with (`fill: url(#hatch)` in the SVG charts).
