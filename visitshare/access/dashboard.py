@@ -509,6 +509,8 @@ def declared_outcomes(settings: Settings, partner: Partner, release) -> list[Dec
         read[d.name] = table
     out = []
     for d in (d for d in definitions if d.rollup_of is None):  # a rollup: with its town table
+        if d.spans_history:
+            continue  # one row per town over all months: no month axis to draw (not shown yet)
         if d.grain == "town_month":
             o = Declared(d, read.get(d.name), read.get(d.rollup) if d.rollup else None)
         else:
