@@ -176,22 +176,62 @@ def no_identifiers(tables: dict[str, pa.Table], patterns: dict[str, str]) -> Che
     )
 
 
-def interval_bounds(tables: dict[str, pa.Table]) -> Check:
+# A town × month table and the municipality × month table of its column totals, with the
+# count columns they share (None: the built-in outcome tables' counts); the declared outcome
+# tables add theirs (`visitshare.release.declared`, a town table and its rollup).
+TotalsPair = tuple[str, str, list[str] | None]
+BUILT_IN_TOTALS: list[TotalsPair] = [("outcomes_town_month", "outcomes_municipality_month", None)]
+
+
+def totals_pairs(settings) -> list[TotalsPair]:
+    """The built-in town table and every declared town table with a municipality rollup."""
+    from visitshare.contracts.roles import record_contracts
+    from visitshare.release import declared
+
+    datasets = {c.name: c for c in record_contracts(settings.contracts_dir).values()}
+    rollups = [
+        (d.rollup_of, d.name, [c for c in d.count_columns if not c.startswith("_")])
+        for d in declared.load(settings.contracts_dir, datasets)
+        if d.rollup_of is not None
+    ]
+    return [*BUILT_IN_TOTALS, *rollups]
+
+
+def interval_bounds(tables: dict[str, pa.Table], pairs: list[TotalsPair] | None = None) -> Check:
     """Bounds of every suppressed count from the published totals (row totals within the town
     table, column totals from the municipality table), tightened until nothing moves (the
     shuttle algorithm); a suppressed cell whose bounds meet is recoverable."""
-    town = tables.get("outcomes_town_month")
-    muni = tables.get("outcomes_municipality_month")
-    if town is None or not town.num_rows:
-        return _check("suppressed cells not recoverable", True, "no town table")
-    counts = [c for c in town.column_names if _is_count(c)]
-    suppressed = sum(town.column(c).null_count for c in counts)
+    suppressed = recovered = 0
+    for town_name, muni_name, counts in pairs if pairs is not None else BUILT_IN_TOTALS:
+        s, r = _interval_bounds(tables.get(town_name), tables.get(muni_name), counts)
+        suppressed += s
+        recovered += r
     if not suppressed:
         return _check(
             "suppressed cells not recoverable",
             True,
             "no suppressed cell (every count published, with noise where the contract says)",
         )
+    return _check(
+        "suppressed cells not recoverable",
+        recovered == 0,
+        f"{recovered} of {suppressed} suppressed cells recoverable from the published totals",
+    )
+
+
+def _interval_bounds(
+    town: pa.Table | None, muni: pa.Table | None, declared_counts: list[str] | None
+) -> tuple[int, int]:
+    """(suppressed, recoverable) cells of one town table."""
+    if town is None or not town.num_rows:
+        return 0, 0
+    if declared_counts is None:
+        counts = [c for c in town.column_names if _is_count(c)]
+    else:
+        counts = [c for c in declared_counts if c in town.column_names]
+    suppressed = sum(town.column(c).null_count for c in counts)
+    if not suppressed:
+        return 0, 0
     recovered = 0
     totals = {}
     if muni is not None:
@@ -201,6 +241,8 @@ def interval_bounds(tables: dict[str, pa.Table]) -> Check:
     for r in town.to_pylist():
         groups.setdefault((r["municipality_code"], r["month"]), []).append(r)
     families = [[c for c in counts if c.startswith("incidents_") and c != "incidents_total"]]
+    if declared_counts is not None:
+        families = []  # a declared table publishes no row totals
     for key, rows in groups.items():
         for c in counts:  # columns: Σ towns = municipality total
             total = totals.get(key, {}).get(c)
@@ -208,11 +250,7 @@ def interval_bounds(tables: dict[str, pa.Table]) -> Check:
         for r in rows:  # rows: Σ crime columns = incidents_total
             for fam in families:
                 recovered += _shuttle([r[c] for c in fam], r.get("incidents_total"))
-    return _check(
-        "suppressed cells not recoverable",
-        recovered == 0,
-        f"{recovered} of {suppressed} suppressed cells recoverable from the published totals",
-    )
+    return suppressed, recovered
 
 
 def _is_count(c: str) -> bool:
@@ -356,8 +394,10 @@ def audit_tables(
     allowed: dict[str, set[str]],
     previous: dict[str, pa.Table] | None,
     threshold: int,
+    totals: list[TotalsPair] | None = None,
 ) -> list[Check]:
-    """Every check on one release's shared tables (and against an earlier one)."""
+    """Every check on one release's shared tables (and against an earlier one); `totals`:
+    the town tables and their municipality totals (default: the built-in outcome tables)."""
     checks: list[Check] = []
     for role in contracts:  # the record-level tables
         if role in tables:
@@ -372,7 +412,7 @@ def audit_tables(
                 )
             )
     checks.append(no_identifiers(tables, identifier_patterns(list(contracts.values()))))
-    checks.append(interval_bounds(tables))
+    checks.append(interval_bounds(tables, totals))
     if previous is not None:
         checks += differencing(tables, previous, contracts, threshold)
     return checks
@@ -433,7 +473,12 @@ def audit_release(
     previous = published_tables(settings, against) if against is not None else None
     threshold = max(c.disclosure.min_cell_count for c in roles.values())
     checks = audit_tables(
-        tables, roles, {r: set(schemas[r].names) for r in roles}, previous, threshold
+        tables,
+        roles,
+        {r: set(schemas[r].names) for r in roles},
+        previous,
+        threshold,
+        totals_pairs(settings),
     )
     failed = any(c.result is Result.FAILED for c in checks)
     report = AuditReport(

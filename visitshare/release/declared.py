@@ -312,6 +312,9 @@ def table_spec(d: OutcomeDefinition):
         d.keys,
         not d.spans_history,
         suppression_groups=["municipality_code", "month"] if d.grain == "town_month" else [],
+        # Its rollup publishes each column's total per municipality × month: protect the
+        # town cells along the column too (threshold mode), as outcomes_town_month does.
+        column_totals=d.rollup is not None,
         families=tuple((f.name, tuple(f.columns), f.sensitivity) for f in d.counts),
         derive=partial(derive, d),
     )

@@ -192,7 +192,9 @@ def _report(
     public = {
         n: t.drop_columns([c for c in t.column_names if c.startswith("_")]) for n, t in data.items()
     }
-    checks = audit.audit_tables(public, records, allowed, previous, threshold)
+    checks = audit.audit_tables(
+        public, records, allowed, previous, threshold, audit.totals_pairs(settings)
+    )
     failed = any(c.result is disclosure.Result.FAILED for c in checks)
     return disclosure.DisclosureReport(
         release_id=release_id,

@@ -290,3 +290,50 @@ def test_derived_values_stay_within_what_they_can_be():
     out = declared.derive(d, t, {})
     assert out.column("share").to_pylist() == [1.0, 0.0, 0.5]
     assert out.column("satisfaction_mean").to_pylist() == [5.0, 1.0, 3.0]
+
+
+def test_a_rollup_protects_town_cells_along_the_column_and_the_audit_checks_it(contracts_dir):
+    import dataclasses
+
+    from visitshare.release import audit
+    from visitshare.release.aggregates import public
+
+    _write(contracts_dir, DEFINITION | {"rollup": "follow_ups_municipality_month"})
+    datasets = _datasets(contracts_dir)
+    town, muni = declared.load(contracts_dir, datasets)
+    counts = [c for c in town.count_columns if not c.startswith("_")]
+    true = pa.table(
+        {
+            "municipality_code": ["13104"] * 3,
+            "town": ["a", "b", "c"],
+            "month": ["2030-03"] * 3,
+            "visits_completed": [40, 30, 25],
+            "follow_ups": [12, 3, 20],  # one small cell: primary suppression
+            "invited": [15, 12, 30],
+            "_points": [80, 60, 40],
+            "_answers": [40, 30, 25],
+            "low": [10, 12, 15],
+            "high": [30, 18, 10],
+        }
+    )
+    rolled = pa.table(
+        {"municipality_code": ["13104"], "month": ["2030-03"]}
+        | {c: [sum(true.column(c).to_pylist())] for c in town.count_columns}
+    )
+    policy = town.policy_contract(datasets).disclosure.aggregates.model_copy(
+        update={"mode": "threshold"}
+    )
+
+    def published(spec) -> dict[str, pa.Table]:
+        report = AggregateReport(table=town.name, mode="threshold")
+        values, _ = protect(spec, true, policy, 10, 1.0, None, report)
+        totals, _ = protect(declared.table_spec(muni), rolled, policy, 10, 1.0, None, report)
+        return {town.name: public(values), muni.name: public(totals)}
+
+    pairs = [(town.name, muni.name, counts)]
+    safe = audit.interval_bounds(published(declared.table_spec(town)), pairs)
+    assert safe.result == "passed" and safe.detail.startswith("0 of ")
+    # Without the column protection, the lone cell is the total minus the others: found.
+    naive = dataclasses.replace(declared.table_spec(town), column_totals=False)
+    exposed = audit.interval_bounds(published(naive), pairs)
+    assert exposed.result == "failed"
