@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import html
 import re
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -33,7 +34,7 @@ from pydantic import BaseModel
 
 from visitshare.contracts import Contract, FieldType, PiiClass
 from visitshare.landing.files import write_text_atomic
-from visitshare.release.aggregates import SPECS
+from visitshare.release.aggregates import SPECS, TableSpec
 from visitshare.release.anonymize import shared_name
 from visitshare.release.disclosure import Check, Result, _rows, page
 from visitshare.release.hierarchy import TOWN_GROUP, codes, dimensions, value_codes
@@ -183,6 +184,16 @@ TotalsPair = tuple[str, str, list[str] | None]
 BUILT_IN_TOTALS: list[TotalsPair] = [("outcomes_town_month", "outcomes_municipality_month", None)]
 
 
+def aggregate_specs(settings) -> dict[str, TableSpec]:
+    """The built-in aggregate tables and every declared outcome table."""
+    from visitshare.contracts.roles import record_contracts
+    from visitshare.release import declared
+
+    datasets = {c.name: c for c in record_contracts(settings.contracts_dir).values()}
+    defined = declared.load(settings.contracts_dir, datasets)
+    return {**SPECS, **{d.name: declared.table_spec(d) for d in defined}}
+
+
 def totals_pairs(settings) -> list[TotalsPair]:
     """The built-in town table and every declared town table with a municipality rollup."""
     from visitshare.contracts.roles import record_contracts
@@ -293,6 +304,7 @@ def differencing(
     old: dict[str, pa.Table],
     contracts: dict[str, Contract],
     threshold: int,
+    specs: Mapping[str, TableSpec] | None = None,
 ) -> list[Check]:
     """What comparing two releases reveals: rows that appeared, grouped by class (a group
     smaller than k isolates them), rows that disappeared or changed, and exact aggregate cells
@@ -313,7 +325,7 @@ def differencing(
                 f"{appeared} rows appeared in {int((groups > 0).sum())} classes ({isolated} in classes smaller than {k}); {disappeared} rows disappeared or changed",
             )
         )
-    for name, spec in SPECS.items():
+    for name, spec in (specs if specs is not None else SPECS).items():
         if name not in new or name not in old or not new[name].num_rows:
             continue
         noisy = any(c.endswith("_moe95") for c in new[name].column_names)
@@ -395,6 +407,7 @@ def audit_tables(
     previous: dict[str, pa.Table] | None,
     threshold: int,
     totals: list[TotalsPair] | None = None,
+    specs: Mapping[str, TableSpec] | None = None,
 ) -> list[Check]:
     """Every check on one release's shared tables (and against an earlier one); `totals`:
     the town tables and their municipality totals (default: the built-in outcome tables)."""
@@ -414,7 +427,7 @@ def audit_tables(
     checks.append(no_identifiers(tables, identifier_patterns(list(contracts.values()))))
     checks.append(interval_bounds(tables, totals))
     if previous is not None:
-        checks += differencing(tables, previous, contracts, threshold)
+        checks += differencing(tables, previous, contracts, threshold, specs)
     return checks
 
 
@@ -479,6 +492,7 @@ def audit_release(
         previous,
         threshold,
         totals_pairs(settings),
+        aggregate_specs(settings),
     )
     failed = any(c.result is Result.FAILED for c in checks)
     report = AuditReport(

@@ -193,7 +193,13 @@ def _report(
         n: t.drop_columns([c for c in t.column_names if c.startswith("_")]) for n, t in data.items()
     }
     checks = audit.audit_tables(
-        public, records, allowed, previous, threshold, audit.totals_pairs(settings)
+        public,
+        records,
+        allowed,
+        previous,
+        threshold,
+        audit.totals_pairs(settings),
+        audit.aggregate_specs(settings),
     )
     failed = any(c.result is disclosure.Result.FAILED for c in checks)
     return disclosure.DisclosureReport(

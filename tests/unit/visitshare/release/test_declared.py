@@ -337,3 +337,17 @@ def test_a_rollup_protects_town_cells_along_the_column_and_the_audit_checks_it(c
     naive = dataclasses.replace(declared.table_spec(town), column_totals=False)
     exposed = audit.interval_bounds(published(naive), pairs)
     assert exposed.result == "failed"
+
+
+def test_the_differencing_check_covers_declared_tables(contracts_dir):
+    from visitshare.release import audit
+
+    _write(contracts_dir, DEFINITION)
+    (d,) = declared.load(contracts_dir, _datasets(contracts_dir))
+    row = {"municipality_code": "13104", "town": "a", "month": "2030-03", "follow_ups": 20}
+    old = {d.name: pa.Table.from_pylist([row])}
+    moved = {d.name: pa.Table.from_pylist([row | {"follow_ups": 22}])}  # exact, by 2 < 10
+    checks = audit.differencing(moved, old, {}, 10, {d.name: declared.table_spec(d)})
+    (check,) = [c for c in checks if c.name == f"{d.name}: differencing"]
+    assert check.result == "failed" and check.detail.startswith("1 published cell")
+    assert not [c for c in audit.differencing(moved, old, {}, 10) if d.name in c.name]
