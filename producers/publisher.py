@@ -1,7 +1,9 @@
 """Publishing events to Kafka: validate against the contract, then send, confirmed per event.
 
 - Valid events go to the contract's topic, keyed by the contract's key fields
-  (municipality code + town), with the event_id and source system in headers.
+  (municipality code + town), with the event_id, the source system and the contract version
+  in headers. Each event is checked against the version of the dataset's contract its
+  `schema_version` names (v1 and v2 events of one dataset are sent side by side).
 - Invalid events never reach the main topic: they go to `<topic>.dlq` with their original
   bytes and headers that say why (reason codes and field names, never the values).
 - When the broker cannot take events (unreachable at start, or a send not confirmed within the
@@ -29,7 +31,7 @@ from kafka.errors import KafkaError
 from kafka.future import Future
 
 from producers.outbox import Headers, Outbox, OutboxRecord
-from visitshare.contracts import ContractRegistry, EventValidator, Violation
+from visitshare.contracts import Contract, ContractRegistry, EventValidator, Violation
 from visitshare.errors import VisitShareError
 from visitshare.producing import kafka
 from visitshare.producing.topics import dlq_topic
@@ -93,7 +95,14 @@ class _Route:
     validator: EventValidator
     topic: str
     key_fields: tuple[str, ...]
+    # Headers per contract version (the `contract` header names the event's own version);
+    # `headers` (the latest's) for an event that names no version with a contract.
     headers: tuple[tuple[str, bytes], ...]
+    by_version: dict[int, tuple[tuple[str, bytes], ...]]
+
+    def headers_of(self, event: dict) -> tuple[tuple[str, bytes], ...]:
+        number = event.get("schema_version")
+        return self.by_version.get(number, self.headers) if type(number) is int else self.headers
 
 
 class Publisher:
@@ -108,9 +117,10 @@ class Publisher:
         self.contracts = contracts
         self.source_system = (source_system or settings.source_system).encode()
         tolerance = timedelta(seconds=settings.future_tolerance_seconds)
+        # Each event is checked against the contract version its schema_version names.
         self._validators = {
-            c.name: EventValidator(
-                c,
+            c.name: contracts.validator(
+                c.name,
                 max_event_bytes=settings.max_event_bytes,
                 future_tolerance=tolerance,
                 clock=settings.clock,
@@ -123,11 +133,8 @@ class Publisher:
                 validator=self._validators[c.name],
                 topic=self._topics[c.name],
                 key_fields=tuple(c.key),
-                headers=(
-                    ("source_system", self.source_system),
-                    ("contract", c.id.encode()),
-                    ("content_type", b"application/json"),
-                ),
+                headers=self._headers(c),
+                by_version={v.version: self._headers(v) for v in contracts.compatible(c.name)},
             )
             for c in contracts
         }
@@ -140,6 +147,13 @@ class Publisher:
         self._error: str | None = None  # set once the broker failed us in this run
         self._failed: list[tuple[int, OutboxRecord]] = []
         self._report = PublishReport()
+
+    def _headers(self, contract: Contract) -> tuple[tuple[str, bytes], ...]:
+        return (
+            ("source_system", self.source_system),
+            ("contract", contract.id.encode()),
+            ("content_type", b"application/json"),
+        )
 
     # -- connection ---------------------------------------------------------------------------
     def _connect(self) -> bool:
@@ -208,7 +222,10 @@ class Publisher:
                 # The common case, kept short: a valid event has its key fields and event_id
                 # as strings (the contract requires them).
                 key = ":".join([payload[k] for k in route.key_fields]).encode()
-                headers = [*route.headers, ("event_id", payload["event_id"].encode())]
+                headers = [
+                    *route.by_version[payload["schema_version"]],
+                    ("event_id", payload["event_id"].encode()),
+                ]
                 return OutboxRecord(route.topic, key, raw, headers, "event")
             decoded, problems = payload, validator.check_size(raw) or validator.explain(payload)
         else:
@@ -218,12 +235,14 @@ class Publisher:
             if not problems:
                 problems = validator.validate(decoded)
         key = headers = None
+        base = route.headers
         if type(decoded) is dict:
             key = _key(route.key_fields, decoded)
+            base = route.headers_of(decoded)
             event_id = decoded.get("event_id")
             if type(event_id) is str and len(event_id) <= 64:
-                headers = [*route.headers, ("event_id", event_id.encode())]
-        headers = headers or list(route.headers)
+                headers = [*base, ("event_id", event_id.encode())]
+        headers = headers or list(base)
         if not problems:
             return OutboxRecord(route.topic, key, raw, headers, "event")
         return OutboxRecord(

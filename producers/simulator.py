@@ -162,6 +162,16 @@ SURVEY_AFTER_VISIT_SHARE = 0.18
 SURVEY_DELAY_HOURS = (36.0, 0.9)
 SURVEYS_UNLINKED_PER_VISIT = 0.03
 RECOMMEND_BY_SATISFACTION = {1: 0.05, 2: 0.15, 3: 0.45, 4: 0.8, 5: 0.95}
+# visit_outcome v2 (`SimConfig.visit_v2_share`): the household's preferred language, asked on
+# completed visits, and whether an interpreter was used. Foreign residents' share of households
+# per municipality (Shinjuku and Toshima have the most; Tokyo's mean is about 4 %), and their
+# languages (Tokyo's foreign residents by nationality, roughly).
+V2_LANGUAGE_ASKED = 0.85
+FOREIGN_HOUSEHOLD_SHARE = {"13104": 0.13, "13116": 0.11, "13118": 0.08, "13123": 0.065}
+FOREIGN_HOUSEHOLD_SHARE_DEFAULT = 0.04
+FOREIGN_LANGUAGES = {"zh": 38, "ko": 13, "vi": 9, "tl": 6, "ne": 6, "en": 6, "pt": 1, "es": 1,
+                     "other": 20}  # fmt: skip
+INTERPRETER_USED = 0.45  # of completed visits to a household whose language is not Japanese
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,6 +190,12 @@ class SimConfig:
     bad_rate: float = 0.0
     scale: float = 1.0  # multiplies volumes (1.0 = year-scale Tokyo rates)
     datasets: tuple[str, ...] = DATASETS
+    # Share of visits sent as visit_outcome v2 (schema_version 2, with the household's
+    # preferred language and whether an interpreter was used), the rest as v1, side by side.
+    # Decided per visit from a random stream of its own: the v1 visits of a seed are the same
+    # whatever the share. Off by default (the tests' and benchmarks' streams); `visitshare run`
+    # and `visitshare simulate` send 25 %.
+    visit_v2_share: float = 0.0
 
     def __post_init__(self):
         if self.days < 1:
@@ -188,6 +204,8 @@ class SimConfig:
             raise ValueError("bad rate must be between 0 and 1")
         if self.scale <= 0:
             raise ValueError("scale must be positive")
+        if not 0.0 <= self.visit_v2_share <= 1.0:
+            raise ValueError("the share of v2 visits must be between 0 and 1")
         unknown = set(self.datasets) - set(DATASETS)
         if unknown:
             raise ValueError(f"unknown datasets {sorted(unknown)}; choose from {DATASETS}")
@@ -249,6 +267,13 @@ class Simulator:
     ):
         self.config = config
         self.contracts = contracts
+        if config.visit_v2_share:
+            try:
+                contracts.version("visit_outcome", 2)
+            except KeyError:
+                raise ValueError(
+                    "v2 visits need the contract visit_outcome.v2 in the contracts folder"
+                ) from None
         # "Now" for the default window and for malformed "future" timestamps: from the one
         # clock, so that a validator given the same clock agrees on what is in the future.
         self._now = clock.now().astimezone(JST)
@@ -380,6 +405,9 @@ class Simulator:
                 town.visited.clear()
         chosen = set(self.config.datasets)
         feedback = _Feedback(self, areas) if chosen & set(FEEDBACK_DATASETS) else None
+        # Which visits are v2: a stream of its own, so the main stream never sees its draws.
+        v2_share = self.config.visit_v2_share
+        v2_rng = random.Random(f"{self.config.seed}:visit_outcome:v2")
         by_day: dict[date, list[tuple[str, int, int]]] = {}
         for day, code, v, i in self.plan:
             by_day.setdefault(day, []).append((code, v, i))
@@ -393,10 +421,21 @@ class Simulator:
             out: list[tuple[str, SimEvent]] = []
             for event in batch:
                 dataset = "visit_outcome" if "visit_id" in event else "incident_report"
+                v1_form = None
+                if v2_share and dataset == "visit_outcome" and v2_rng.random() < v2_share:
+                    v1_form = dict(event)
+                    self._as_v2(v2_rng, event)
                 # The draw is made for every core event, emitted or not: the main stream (and so
                 # every later event) is the same whichever datasets are chosen.
                 if self.config.bad_rate and rng.random() < self.config.bad_rate:
-                    sim_event = self._corrupt(rng, dataset, event)
+                    if v1_form is None:
+                        sim_event = self._corrupt(rng, dataset, event)
+                    else:
+                        # The main stream draws what it draws for the v1 form (every later
+                        # event stays as it is without v2 visits); the v2 event goes wrong the
+                        # same way, drawn from the v2 stream.
+                        kind = self._corrupt(rng, dataset, v1_form).bad_kind
+                        sim_event = self._corrupt(v2_rng, dataset, event, kind)
                 else:
                     sim_event = SimEvent(dataset, event)
                 if dataset in chosen:
@@ -481,6 +520,25 @@ class Simulator:
                 )
             )
         return event
+
+    def _language(self, household_id: str) -> str:
+        """A household's preferred language, fixed by its id (a stream of its own)."""
+        r = random.Random(f"{self.config.seed}:{household_id}:language")
+        code = household_id.split("-")[1]
+        share = FOREIGN_HOUSEHOLD_SHARE.get(code, FOREIGN_HOUSEHOLD_SHARE_DEFAULT)
+        if r.random() >= share:
+            return "ja"
+        return r.choices(list(FOREIGN_LANGUAGES), list(FOREIGN_LANGUAGES.values()))[0]
+
+    def _as_v2(self, rng: random.Random, event: dict) -> None:
+        """A visit written against visit_outcome v2: the officer notes the household's
+        preferred language on most completed visits, and whether an interpreter helped."""
+        event["schema_version"] = 2
+        if event["outcome"] != "completed" or rng.random() >= V2_LANGUAGE_ASKED:
+            return
+        language = self._language(event["household_id"])
+        event["preferred_language"] = language
+        event["interpreter_used"] = language != "ja" and rng.random() < INTERPRETER_USED
 
     def _assess(self, rng: random.Random, town: _Town, hh: dict, event: dict) -> None:
         """What a completed visit records: weaknesses, advice, material, concerns, satisfaction."""
@@ -630,10 +688,14 @@ class Simulator:
         return text
 
     # -- malformed events --------------------------------------------------------------------
-    def _corrupt(self, rng: random.Random, dataset: str, event: dict) -> SimEvent:
-        """Turn a good event into one malformed kind (chosen at random)."""
-        kind = rng.choice(list(BAD_KINDS))
-        contract = self.contracts.get(dataset)
+    def _corrupt(
+        self, rng: random.Random, dataset: str, event: dict, kind: str | None = None
+    ) -> SimEvent:
+        """Turn a good event into one malformed kind (chosen at random unless given)."""
+        if kind is None:
+            kind = rng.choice(list(BAD_KINDS))
+        # The event's own version (a v1 and a v2 visit go wrong against their own contract).
+        contract = self.contracts.version(dataset, event["schema_version"])
         bad = dict(event)
         fields = contract.fields
 
@@ -696,8 +758,8 @@ class Simulator:
             beyond = (f.maximum or 0) + rng.randint(1, 50)
             bad[f.name] = int(beyond) if f.type is FieldType.INTEGER else float(beyond)
             payload = bad
-        else:  # wrong_schema_version
-            bad["schema_version"] = contract.version + 1
+        else:  # wrong_schema_version: one no contract of the dataset has
+            bad["schema_version"] = self.contracts.get(dataset).version + 1
             payload = bad
         return SimEvent(dataset, payload, kind)
 

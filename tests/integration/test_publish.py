@@ -1,7 +1,7 @@
 """Publishing to a real broker: read back exactly what was sent, DLQ with reasons."""
 
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 from kafka.partitioner.default import murmur2
 
@@ -18,8 +18,11 @@ def _publish(settings, contracts, config):
 
 
 def test_published_events_read_back_exactly(kafka_settings, contracts):
-    events, report = _publish(kafka_settings, contracts, SimConfig(days=2, seed=21))
+    # Visits of contract versions 1 and 2 side by side, on one topic.
+    config = SimConfig(days=2, seed=21, visit_v2_share=0.3)
+    events, report = _publish(kafka_settings, contracts, config)
     assert report.reconciles() and report.outboxed == 0 and not report.rejected
+    versions = Counter()
     for dataset, contract in (("visit_outcome", contracts.get("visit_outcome")),
                               ("incident_report", contracts.get("incident_report"))):  # fmt: skip
         topic = kafka_settings.topic(contract.topic)
@@ -34,7 +37,9 @@ def test_published_events_read_back_exactly(kafka_settings, contracts):
             assert json.loads(r.value) == event
             assert r.key == f"{event['municipality_code']}:{event['town']}".encode()
             h = headers(r)
-            assert h["source_system"] == b"mpd-home-visit" and h["contract"] == contract.id.encode()
+            assert h["source_system"] == b"mpd-home-visit"
+            assert h["contract"] == f"{dataset}.v{event['schema_version']}".encode()
+            versions[h["contract"]] += 1
             by_partition[r.partition].append(r.offset)
         # Per partition, offsets follow the order the events were given in.
         for offsets in by_partition.values():
@@ -44,6 +49,7 @@ def test_published_events_read_back_exactly(kafka_settings, contracts):
         count = partition_count(kafka_settings, topic)
         for r in records:
             assert r.partition == (murmur2(r.key) & 0x7FFFFFFF) % count
+    assert set(versions) == {b"visit_outcome.v1", b"visit_outcome.v2", b"incident_report.v1"}
 
 
 def test_bad_events_go_to_the_dlq_with_reasons_and_original_bytes(kafka_settings, contracts):

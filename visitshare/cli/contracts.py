@@ -18,17 +18,21 @@ app = typer.Typer(help="Data contracts in schemas/.")
 
 @app.command("list")
 def contracts_list(ctx: typer.Context) -> None:
-    """Contracts, their topics and field counts by PII class."""
+    """Contracts (every version), their topics and field counts by PII class."""
     registry = ContractRegistry.load(ctx.obj.contracts_dir)
     table = Table(title="Data contracts", title_justify="left")
-    for col in ("contract", "topic", "fields", "PII classes"):
+    for col in ("contract", "version", "topic", "fields", "PII classes"):
         table.add_column(col)
-    for c in registry:
+    for c in registry.all():
         classes: dict[str, int] = {}
         for f in c.fields:
             classes[f.pii.value] = classes.get(f.pii.value, 0) + 1
         table.add_row(
-            c.id, c.topic, str(len(c.fields)), ", ".join(f"{k} {v}" for k, v in classes.items())
+            c.id,
+            c.semver,
+            c.topic,
+            str(len(c.fields)),
+            ", ".join(f"{k} {v}" for k, v in classes.items()),
         )
     console.print(table)
 

@@ -29,10 +29,17 @@ def _settings(ctx: typer.Context) -> Settings:
     return ctx.obj
 
 
+def _simulator(settings: Settings, config: SimConfig, contracts: ContractRegistry) -> Simulator:
+    try:
+        return Simulator(config, contracts, clock=settings.clock)
+    except ValueError as exc:  # e.g. v2 visits asked for, and no visit_outcome.v2 contract
+        raise UserError(str(exc)) from None
+
+
 def publish_simulation(settings: Settings, config: SimConfig) -> PublishReport:
     """Simulate and publish with a progress bar (used by `simulate --publish` and `run`)."""
     contracts = ContractRegistry.load(settings.contracts_dir)
-    sim = Simulator(config, contracts, clock=settings.clock)
+    sim = _simulator(settings, config, contracts)
     ensure_broker(settings)
     with Publisher(settings, contracts) as pub, progress_bar("publishing", sim.total) as advance:
         return pub.publish((Outgoing(e.dataset, e.payload) for e in sim.events()), advance)
@@ -57,6 +64,15 @@ def simulate(
     datasets: Annotated[str, typer.Option(help="Comma-separated contract names.")] = ",".join(
         DATASETS
     ),
+    v2_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of visits sent as visit_outcome v2 (with the household's language), "
+            "side by side with v1.",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.25,
     publish: Annotated[bool, typer.Option("--publish", help="Publish to Kafka.")] = False,
     out: Annotated[
         Path | None, typer.Option(help="Write <dataset>.jsonl files into this directory.")
@@ -74,6 +90,7 @@ def simulate(
             bad_rate=bad_rate,
             scale=scale,
             datasets=tuple(d.strip() for d in datasets.split(",")),
+            visit_v2_share=v2_share,
         )
     except ValueError as exc:
         raise UserError(str(exc)) from None
@@ -81,7 +98,7 @@ def simulate(
         print_publish_report(publish_simulation(settings, config))
         return
     contracts = ContractRegistry.load(settings.contracts_dir)
-    sim = Simulator(config, contracts, clock=settings.clock)
+    sim = _simulator(settings, config, contracts)
     counts: Counter = Counter()
     files: dict[str, BinaryIO] = {}
     try:

@@ -36,6 +36,15 @@ def run(
             "closes) instead of the last days of the latest closed month.",
         ),
     ] = False,
+    v2_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of visits sent as visit_outcome v2 (with the household's language), "
+            "side by side with v1.",
+            min=0.0,
+            max=1.0,
+        ),
+    ] = 0.25,
 ) -> None:
     """The main job: publish a slice of Tokyo; Airflow lands, validates and releases it.
 
@@ -61,6 +70,7 @@ def run(
         seed=seed,
         bad_rate=bad_rate,
         start=None if recent else closed_window(days, settings.clock.now(), grace),
+        visit_v2_share=v2_share,
     )
     # What was on the topics but not landed yet (an earlier run's leftovers) lands too.
     backlog: dict[str, int] = {}

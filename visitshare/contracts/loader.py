@@ -7,14 +7,17 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from visitshare.contracts import odcs
+from visitshare.contracts import evolution, odcs
 from visitshare.contracts.model import Contract, ContractError, describe_error
+
+if TYPE_CHECKING:
+    from visitshare.contracts.validator import EventValidator
 
 
 def load_contract(path: Path) -> Contract:
@@ -42,7 +45,10 @@ def load_contract(path: Path) -> Contract:
         raise ContractError(f"{path}: {details}") from None
     expected = f"{contract.name}.v{contract.version}.yaml"
     if path.name != expected:
-        raise ContractError(f"{path}: file name must be {expected} (name and version inside)")
+        raise ContractError(
+            f"{path}: file name must be {expected} (the name inside, and the version N its "
+            "events carry: schema_version's minimum and maximum, else the major of `version`)"
+        )
     return contract
 
 
@@ -73,13 +79,21 @@ def convert_file(path: Path) -> bool:
 
 
 class ContractRegistry:
-    """All contracts of a directory, by name (latest version) and by id (`name.vN`)."""
+    """All contracts of a directory: every version of every dataset.
+
+    A dataset may have several versions (`<name>.v1.yaml`, `<name>.v2.yaml` …). `get(name)` is
+    the latest: within a major a later version is a superset of the earlier ones
+    (`evolution.py`, checked here), so its schema is the one the raw, validated and shared
+    zones use. Each event is checked against the version its `schema_version` names
+    (`validator(name)`)."""
 
     def __init__(self, contracts: list[Contract]):
+        evolution.check(contracts)
         self._by_id = {c.id: c for c in contracts}
-        self._latest: dict[str, Contract] = {}
-        for c in sorted(contracts, key=lambda c: c.version):
-            self._latest[c.name] = c
+        self._versions: dict[str, list[Contract]] = {}
+        for c in sorted(contracts, key=lambda c: (c.name, c.version)):
+            self._versions.setdefault(c.name, []).append(c)
+        self._latest = {name: versions[-1] for name, versions in self._versions.items()}
 
     @classmethod
     def load(cls, directory: Path) -> ContractRegistry:
@@ -95,14 +109,45 @@ class ContractRegistry:
             raise KeyError(f"no contract {name!r}; known: {', '.join(sorted(self._latest))}")
         return found
 
+    def versions(self, name: str) -> list[Contract]:
+        """Every version of a dataset, oldest first."""
+        return list(self._versions[self.get(name).name])
+
+    def version(self, name: str, number: int) -> Contract:
+        """One version of a dataset by its number N (the `schema_version` of its events)."""
+        found = self._by_id.get(f"{self.get(name).name}.v{number}")
+        if found is None:
+            known = ", ".join(str(c.version) for c in self.versions(name))
+            raise KeyError(f"{name} has no version {number} (it has {known})")
+        return found
+
+    def compatible(self, name: str) -> list[Contract]:
+        """The versions whose events the dataset's topic carries: the latest and the earlier
+        ones of its major (compatible with it, and on the same topic), oldest first."""
+        latest = self.get(name)
+        return [c for c in self.versions(name) if c.major == latest.major]
+
+    def validator(self, name: str, **options: Any) -> EventValidator:
+        """The contract check of a dataset's events: each against its own version."""
+        from visitshare.contracts.validator import EventValidator
+
+        return EventValidator(self.compatible(name), **options)
+
     def by_topic(self, topic: str) -> Contract:
-        for c in self._latest.values():
-            if c.topic == topic:
-                return c
+        """The latest contract of the dataset version that publishes to `topic`."""
+        for versions in self._versions.values():
+            for c in reversed(versions):
+                if c.topic == topic:
+                    return c
         raise KeyError(f"no contract publishes to topic {topic!r}")
 
     def __iter__(self):
+        """The latest version of every dataset."""
         return iter(self._latest.values())
+
+    def all(self) -> list[Contract]:
+        """Every version of every dataset, by name and version."""
+        return [c for versions in self._versions.values() for c in versions]
 
     def names(self) -> list[str]:
         return sorted(self._latest)

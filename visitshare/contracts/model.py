@@ -303,9 +303,23 @@ def _check_hierarchy(
         raise ValueError(f"{where}: categories must give a category for every value")
 
 
+SEMVER = r"^([1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
+
+
 class Contract(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    # The contract's version N: the `vN` of its file name and the `schema_version` its events
+    # carry. A dataset may have several (`schemas/<name>.v1.yaml`, `.v2.yaml` …), each event
+    # checked against its own (`ContractRegistry`, `evolution.py`).
     version: int = Field(ge=1)
+    # The document's semantic version MAJOR.MINOR.PATCH (ODCS `version`; the old format has
+    # none: N.0.0). Versions of one major are compatible (`compatibility`); a new major may
+    # change anything, on a topic of its own.
+    semver: str = Field("", pattern=SEMVER)
+    # Which changes a later version of the same major may make: `backward` (the only rule
+    # there is): it may only add optional fields, and widen what an earlier version allowed;
+    # every event valid under an earlier version stays valid under it (`evolution.py`).
+    compatibility: Literal["backward"] = "backward"
     topic: str = Field(min_length=1)
     description: str = Field(min_length=1)
     event_time: str
@@ -313,6 +327,14 @@ class Contract(_Strict):
     disclosure: ContractDisclosure = Field(default_factory=ContractDisclosure)
     fields: list[FieldSpec] = Field(min_length=1)
     path: Path | None = Field(None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_semver(cls, value: Any) -> Any:
+        # The old format gives only N: its semantic version is N.0.0.
+        if isinstance(value, dict) and not value.get("semver") and "version" in value:
+            return {**value, "semver": f"{value['version']}.0.0"}
+        return value
 
     @model_validator(mode="after")
     def _references_exist(self) -> Contract:
@@ -326,6 +348,20 @@ class Contract(_Strict):
                 raise ValueError(f"every contract needs the envelope field {required!r}")
         if by_name["event_id"].type is not FieldType.UUID:
             raise ValueError("event_id must be of type uuid")
+        sv = by_name["schema_version"]
+        if sv.type is not FieldType.INTEGER or not sv.required:
+            raise ValueError("schema_version must be a required integer")
+        if {sv.minimum, sv.maximum} - {None, float(self.version)}:
+            raise ValueError(
+                f"schema_version: its minimum and maximum are the contract's version "
+                f"({self.version}); events of another version are checked against their own "
+                "contract"
+            )
+        if self.major > self.version:
+            raise ValueError(
+                f"version {self.semver}: the major ({self.major}) cannot exceed the contract's "
+                f"version N ({self.version}, its schema_version)"
+            )
         et = by_name.get(self.event_time)
         if et is None or et.type is not FieldType.TIMESTAMP:
             raise ValueError(f"event_time {self.event_time!r} must name a timestamp field")
@@ -377,6 +413,16 @@ class Contract(_Strict):
         if self.path is None:
             raise ContractError(f"{self.id} was not loaded from a file: it has no fingerprint")
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+    @property
+    def major(self) -> int:
+        """The major of `semver`: versions of one major are compatible and share a topic."""
+        return int(self.semver.split(".")[0])
+
+    @property
+    def semver_key(self) -> tuple[int, int, int]:
+        major, minor, patch = (int(x) for x in self.semver.split("."))
+        return major, minor, patch
 
     @property
     def id(self) -> str:

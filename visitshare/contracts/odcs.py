@@ -18,7 +18,10 @@ with examples):
 | internal (`Contract`)   | ODCS document                                                        |
 | ----------------------- | -------------------------------------------------------------------- |
 | name                    | `name` (= `id` = `schema[0].name`)                                   |
-| version (N)             | `version` "N.x.y" (its major)                                        |
+| version (N)             | `schema_version`'s `logicalTypeOptions` {minimum: N, maximum: N}     |
+|                         | (the `vN` of the file name); without them, the major of `version`    |
+| semver                  | `version` "M.m.p"                                                    |
+| compatibility           | top-level `customProperties`: `compatibility` (`backward`)           |
 | topic                   | `schema[0].physicalName` (`physicalType: topic`)                     |
 | description             | `schema[0].description`                                              |
 | event_time, key         | top-level `customProperties`: `eventTime`, `key`                     |
@@ -105,7 +108,12 @@ _FIXED_OPTIONS: dict[FieldType, dict[str, Any]] = {
 }
 
 # customProperties: ODCS name (camelCase, as the standard asks) → internal attribute.
-CONTRACT_CUSTOM = {"eventTime": "event_time", "key": "key", "disclosure": "disclosure"}
+CONTRACT_CUSTOM = {
+    "eventTime": "event_time",
+    "key": "key",
+    "disclosure": "disclosure",
+    "compatibility": "compatibility",
+}
 FIELD_CUSTOM = {
     "domain": "domain",
     "notFuture": "not_future",
@@ -118,6 +126,7 @@ FIELD_CUSTOM = {
 CONTRACT_PLACES = {
     "name": "name",
     "version": "version",
+    "semver": "version",
     "topic": "schema[0].physicalName",
     "description": "schema[0].description",
     "fields": "schema[0].properties",
@@ -238,12 +247,34 @@ def model_input(doc: dict[str, Any]) -> dict[str, Any]:
     for place, other in (("id", doc["id"]), ("schema[0].name", obj["name"])):
         if name is not None and other != name:
             raise OdcsError(f"{place}: must be the contract's name ({name!r}), not {other!r}")
-    out: dict[str, Any] = {"version": int(version.group(1))}
+    out: dict[str, Any] = {
+        "version": _schema_version(obj) or int(version.group(1)),
+        "semver": doc["version"],
+    }
     _copy(doc, out, {"name": "name"})
     _copy(obj, out, {"physicalName": "topic", "description": "description"})
     out.update(_custom(doc.get("customProperties"), CONTRACT_CUSTOM, "customProperties"))
     out["fields"] = [_field(p) for p in obj.get("properties") or []]
     return out
+
+
+def _schema_version(obj: dict[str, Any]) -> int | None:
+    """The contract's version N as its `schema_version` property states it: the one value its
+    events carry (`logicalTypeOptions: {minimum: N, maximum: N}`); None when not stated."""
+    for p in obj.get("properties") or []:
+        if isinstance(p, dict) and p.get("name") == "schema_version":
+            options = p.get("logicalTypeOptions") or {}
+            low, high = options.get("minimum"), options.get("maximum")
+            if low is None and high is None:
+                return None
+            if low != high or type(low) is not int or low < 1:
+                raise OdcsError(
+                    "property 'schema_version': logicalTypeOptions minimum and maximum must both "
+                    "be the contract's version N (the vN of its file name): the events of each "
+                    "version are checked against their own contract"
+                )
+            return low
+    return None
 
 
 def _every_property_has_a_logical_type(doc: dict[str, Any]) -> None:
@@ -379,8 +410,9 @@ def describe(error: Any, data: dict[str, Any]) -> str:
 # Every FieldSpec attribute has a place above: a new attribute must get one (a test checks).
 WRITTEN_FIELD_ATTRIBUTES = {"name", "type", "required", "pii", "description", "enum", "items",
                             *FIELD_PLACES}  # fmt: skip
-WRITTEN_CONTRACT_ATTRIBUTES = {"name", "version", "topic", "description", "event_time", "key",
-                               "disclosure", "fields", "path"}  # fmt: skip
+WRITTEN_CONTRACT_ATTRIBUTES = {"name", "version", "semver", "compatibility", "topic",
+                               "description", "event_time", "key", "disclosure", "fields",
+                               "path"}  # fmt: skip
 
 
 def to_odcs(contract: Contract) -> dict[str, Any]:
@@ -394,6 +426,8 @@ def to_odcs(contract: Contract) -> dict[str, Any]:
         {"property": "eventTime", "value": c.event_time},
         {"property": "key", "value": list(c.key)},
     ]
+    if "compatibility" in c.model_fields_set:
+        custom.append({"property": "compatibility", "value": c.compatibility})
     if "disclosure" in c.model_fields_set:
         block = c.disclosure.model_dump(mode="json", exclude_unset=True)
         custom.append({"property": "disclosure", "value": _plain(block)})
@@ -402,7 +436,7 @@ def to_odcs(contract: Contract) -> dict[str, Any]:
         "kind": "DataContract",
         "id": c.name,
         "name": c.name,
-        "version": f"{c.version}.0.0",
+        "version": c.semver,
         "status": "active",
         "schema": [
             {

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -56,18 +56,129 @@ Check = Callable[[Any], "Violation | None"]
 
 
 class EventValidator:
-    """Validates decoded events (dicts) and raw message values (bytes) against one contract."""
+    """Validates decoded events (dicts) and raw message values (bytes) of one dataset.
+
+    Given one contract, against that contract. Given the versions of a dataset that share its
+    topic (`ContractRegistry.validator`), each event against the version its
+    `schema_version` names; an event naming no version (or none, or not an integer) is checked
+    against the latest, which reports why (`wrong_schema_version`, `missing_field`,
+    `wrong_type`)."""
 
     def __init__(
         self,
-        contract: Contract,
+        contract: Contract | Sequence[Contract],
         *,
         max_event_bytes: int = 65_536,
         future_tolerance: timedelta = timedelta(minutes=5),
         clock: Clock = SYSTEM_CLOCK,
     ):
-        self.contract = contract
+        contracts = [contract] if isinstance(contract, Contract) else list(contract)
+        if not contracts or len({c.name for c in contracts}) != 1:
+            raise ValueError("an EventValidator checks the versions of one dataset")
+        contracts.sort(key=lambda c: c.version)
+        if len({c.version for c in contracts}) != len(contracts):
+            raise ValueError(f"{contracts[0].name}: a version is given twice")
         self.max_event_bytes = max_event_bytes
+        numbers = tuple(c.version for c in contracts)
+        # Where a field unknown to one version is known: the hint its message gives.
+        known_in: dict[str, Contract] = {}
+        for c in contracts:
+            for name in c.field_names:
+                known_in.setdefault(name, c)
+        self._versions = {
+            c.version: _VersionCheck(c, numbers, known_in, future_tolerance, clock)
+            for c in contracts
+        }
+        self._latest = self._versions[numbers[-1]]
+        self._single = self._latest if len(contracts) == 1 else None
+        self.contract = self._latest.contract  # the latest: what the zones' schema comes from
+        self.contracts = contracts
+        self._fast = self._latest._fast
+
+    def _pick(self, event: Any) -> _VersionCheck:
+        """The version an event is checked against: its own, else the latest."""
+        if self._single is not None:
+            return self._single
+        if type(event) is dict:
+            number = event.get("schema_version")
+            if type(number) is int:  # not True, not 1.0: they would find version 1
+                found = self._versions.get(number)
+                if found is not None:
+                    return found
+        return self._latest
+
+    def contract_of(self, event: Any) -> Contract:
+        """The contract an event is checked against."""
+        return self._pick(event).contract
+
+    # -- public API ------------------------------------------------------------------------
+    def value_fits(self, name: str, event: dict) -> bool:
+        """Whether `event[name]` passes its own field's checks (type, format, allowed values,
+        range, and for a town: that it is a town of the event's municipality), in the version
+        the event names. What a screen may show of a rejected event without revealing a value
+        put into the wrong field."""
+        return self._pick(event).value_fits(name, event)
+
+    def is_valid(self, event: Any) -> bool:
+        """Valid or not, as fast as possible (no reasons)."""
+        if self._single is not None:
+            return self._single._fast(event)
+        return self._pick(event)._fast(event)
+
+    def validate(self, event: Any) -> list[Violation]:
+        """All violations of a decoded event; an empty list means valid."""
+        check = self._pick(event)
+        if check._fast(event):
+            return []
+        return check.explain(event)
+
+    def explain(self, event: Any) -> list[Violation]:
+        """The violations of an event, found field by field (the slow, detailed path)."""
+        return self._pick(event).explain(event)
+
+    def check_size(self, raw: bytes) -> list[Violation]:
+        if len(raw) > self.max_event_bytes:
+            return [
+                Violation(
+                    Reason.OVERSIZED_EVENT,
+                    None,
+                    f"event is {len(raw)} bytes, limit {self.max_event_bytes}",
+                )
+            ]
+        return []
+
+    def decode(self, raw: bytes | None) -> tuple[Any, list[Violation]]:
+        """Decode a message value: (event, []) or (None, the problems with the bytes)."""
+        problems = [] if raw is None else self.check_size(raw)
+        if problems:
+            return None, problems
+        event, problem, detail = decode_value(raw)
+        if problem is not None:
+            return None, [Violation(Reason(problem.value), None, detail)]
+        return event, []
+
+    def check_bytes(self, raw: bytes | None) -> tuple[dict | None, list[Violation]]:
+        """Decode and validate a message value: (event, []) or (None, problems)."""
+        event, problems = self.decode(raw)
+        if not problems:
+            problems = self.validate(event)
+        return (None, problems) if problems else (event, [])
+
+
+class _VersionCheck:
+    """The checks of one contract version, compiled."""
+
+    def __init__(
+        self,
+        contract: Contract,
+        versions: tuple[int, ...],
+        known_in: dict[str, Contract],
+        future_tolerance: timedelta,
+        clock: Clock,
+    ):
+        self.contract = contract
+        self._versions = versions  # every version of the dataset checked with this one
+        self._known_in = known_in
         self._future_tolerance = future_tolerance
         self._clock = clock
         self._known = frozenset(contract.field_names)
@@ -118,9 +229,15 @@ class EventValidator:
                     if type(v) is not int:
                         return bad(Reason.WRONG_TYPE, f"must be an integer, got {type(v).__name__}")
                     if v != version:
+                        if len(self._versions) == 1:
+                            return bad(
+                                Reason.WRONG_SCHEMA_VERSION,
+                                f"must be {version} for {self.contract.id}",
+                            )
+                        known = ", ".join(str(n) for n in self._versions)
                         return bad(
                             Reason.WRONG_SCHEMA_VERSION,
-                            f"must be {version} for {self.contract.id}",
+                            f"names no version of {self.contract.name} with a contract ({known})",
                         )
                     return None
 
@@ -186,11 +303,7 @@ class EventValidator:
 
         raise AssertionError(t)
 
-    # -- public API ------------------------------------------------------------------------
     def value_fits(self, name: str, event: dict) -> bool:
-        """Whether `event[name]` passes its own field's checks (type, format, allowed values,
-        range, and for a town: that it is a town of the event's municipality). What a screen
-        may show of a rejected event without revealing a value put into the wrong field."""
         check = self._by_name.get(name)
         v = event.get(name)
         if check is None or v is None or check(v) is not None:
@@ -199,16 +312,6 @@ class EventValidator:
             code = event.get("municipality_code")
             return isinstance(code, str) and geography.is_valid_town(code, v)
         return True
-
-    def is_valid(self, event: Any) -> bool:
-        """Valid or not, as fast as possible (no reasons)."""
-        return self._fast(event)
-
-    def validate(self, event: Any) -> list[Violation]:
-        """All violations of a decoded event; an empty list means valid."""
-        if self._fast(event):
-            return []
-        return self.explain(event)
 
     def explain(self, event: Any) -> list[Violation]:
         """The violations of an event, found field by field (the slow, detailed path)."""
@@ -234,11 +337,17 @@ class EventValidator:
         if not self._known.issuperset(event):
             for name in sorted(event.keys() - self._known):
                 # The unknown field's name is shown; it is structure, not a value.
+                other = self._known_in.get(name)
+                hint = (
+                    f"it is in {other.id}: such an event says schema_version {other.version}"
+                    if other is not None
+                    else "no PII class"
+                )
                 out.append(
                     Violation(
                         Reason.UNKNOWN_FIELD,
                         name[:64],
-                        f"field {name[:64]!r} is not in {self.contract.id} (no PII class)",
+                        f"field {name[:64]!r} is not in {self.contract.id} ({hint})",
                     )
                 )
         if out:
@@ -265,31 +374,3 @@ class EventValidator:
                     Violation(Reason.FUTURE_TIMESTAMP, name, f"field {name!r} is in the future")
                 )
         return out
-
-    def check_size(self, raw: bytes) -> list[Violation]:
-        if len(raw) > self.max_event_bytes:
-            return [
-                Violation(
-                    Reason.OVERSIZED_EVENT,
-                    None,
-                    f"event is {len(raw)} bytes, limit {self.max_event_bytes}",
-                )
-            ]
-        return []
-
-    def decode(self, raw: bytes | None) -> tuple[Any, list[Violation]]:
-        """Decode a message value: (event, []) or (None, the problems with the bytes)."""
-        problems = [] if raw is None else self.check_size(raw)
-        if problems:
-            return None, problems
-        event, problem, detail = decode_value(raw)
-        if problem is not None:
-            return None, [Violation(Reason(problem.value), None, detail)]
-        return event, []
-
-    def check_bytes(self, raw: bytes | None) -> tuple[dict | None, list[Violation]]:
-        """Decode and validate a message value: (event, []) or (None, problems)."""
-        event, problems = self.decode(raw)
-        if not problems:
-            problems = self.validate(event)
-        return (None, problems) if problems else (event, [])

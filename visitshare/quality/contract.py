@@ -2,13 +2,15 @@
 
 Events can reach a topic without our producer (a plain Kafka client, another system), so the
 check the producer makes before sending is made again here, with the same decoder
-(`decode_value`) and the same validator (`EventValidator`): what the producer would reject,
-validation rejects, with the same reason code. The Great Expectations suite then runs the
+(`decode_value`) and the same validator (`EventValidator`, each event against the contract
+version its `schema_version` names): what the producer would reject, validation rejects, with
+the same reason code. The Great Expectations suite then runs the
 rules a contract cannot say on the rows that pass.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from visitshare.contracts import Contract, EventValidator, Reason, Violation
@@ -43,9 +45,13 @@ def reason_of_rule(rule_id: str) -> str:
 
 
 class ContractCheck:
-    def __init__(self, contract: Contract, settings: Settings):
+    """The check of one dataset's landed values: each against the contract version its
+    `schema_version` names (`contracts`: the versions on the dataset's topic,
+    `ContractRegistry.compatible`), as the producer checks it."""
+
+    def __init__(self, contracts: Contract | Sequence[Contract], settings: Settings):
         self.validator = EventValidator(
-            contract,
+            contracts,
             max_event_bytes=settings.max_event_bytes,
             future_tolerance=timedelta(seconds=settings.future_tolerance_seconds),
             clock=settings.clock,

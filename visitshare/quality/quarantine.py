@@ -77,12 +77,13 @@ def rows(
     of events that do not decode, and unknown fields, are never shown. `reveal` shows all
     (the quarantine is police-only, but a terminal is not the place for them by default).
     """
-    from visitshare.contracts import ContractRegistry, EventValidator
+    from visitshare.contracts import ContractRegistry
     from visitshare.contracts.formats import decode_value
     from visitshare.db import engine_for
 
-    contract = ContractRegistry.load(settings.contracts_dir).get(dataset)
-    validator = EventValidator(contract)
+    registry = ContractRegistry.load(settings.contracts_dir)
+    contract = registry.get(dataset)  # the latest: its fields are every version's
+    validator = registry.validator(dataset)  # a value is shown if it fits its own version
     personal = {
         f.name for f in contract.fields if f.pii in (PiiClass.DIRECT_IDENTIFIER, PiiClass.FREE_TEXT)
     }

@@ -125,7 +125,10 @@ class Validator:
     def __init__(self, settings: Settings, dataset: str):
         self.settings = settings
         self.engine = engine_for(settings)
-        self.contract = ContractRegistry.load(settings.contracts_dir).get(dataset)
+        registry = ContractRegistry.load(settings.contracts_dir)
+        # The latest version: the validated zone's schema (every version's fields); each
+        # event is checked against its own version (`contract_check`).
+        self.contract = registry.get(dataset)
         self.suite: Suite = load_suite(settings.expectations_dir, self.contract)
         self.dataset = self.contract.name
         self.topic = settings.topic(self.contract.topic)
@@ -134,7 +137,7 @@ class Validator:
         self.clock = settings.clock
         self.run_id = self.clock.now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._runner: SuiteRunner | None = None  # created where batches are validated
-        self.contract_check = ContractCheck(self.contract, settings)
+        self.contract_check = ContractCheck(registry.compatible(dataset), settings)
         self.worker_peak_rss_mb: dict[int, float] = {}  # per process that validated batches
         fields = self.contract.field_names
         self._frame_inputs = ["parse_status", *fields]
@@ -276,11 +279,11 @@ class Validator:
     def process(self, plan: BatchPlan) -> BatchResult:
         """Validate one batch and write its files; returns what to commit and report."""
 
-        # The bulky original bytes are read only for the rows that end in quarantine.
+        # The bulky original bytes are read only for the rows that end in quarantine. Each file
+        # with its own columns: one landed before a contract version added fields lacks them.
         paths = [self.lake / f.path for _, f in plan.files]
-        light = [c for c in pq.read_schema(paths[0]).names if c not in HEAVY]
-        raw = pa.concat_tables(
-            [pq.read_table(p, columns=light) for p in paths], promote_options="default"
+        raw = self.conform(
+            pa.concat_tables([self._read_light(p) for p in paths], promote_options="default")
         )
         starts = np.cumsum([0] + [f.row_count for _, f in plan.files])
         n = raw.num_rows
@@ -363,6 +366,7 @@ class Validator:
         from visitshare.quality.gxrun import SuiteRunner, redact
 
         verdict = Verdict()
+        raw = self.conform(raw)
         status = raw.column("parse_status").to_pylist()
         passed = []
         for i, value in zip(rows.tolist(), values, strict=True):
@@ -391,11 +395,45 @@ class Validator:
         verdict.docs = redact(gx_result).to_json_dict()
         return verdict
 
+    def _read_light(self, path) -> pa.Table:
+        """A raw file without its bulky columns, with a column for every field of the
+        contract (`conform`)."""
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=[c for c in names if c not in HEAVY])
+        if set(self.contract.field_names) <= set(names):
+            return table
+        values = pq.read_table(path, columns=["kafka_value"]).column(0)
+        return self.conform(table, values)
+
+    def conform(self, table: pa.Table, values: pa.ChunkedArray | None = None) -> pa.Table:
+        """`table` with a column for every field of the (latest) contract. Rows landed or
+        quarantined before the version that added a field have no column for it: it is
+        decoded from their message values (`values`, or the table's `kafka_value`) as landing
+        decodes them now, so a field a newer producer sent before the contract reached landing
+        is not lost; without the values, the column is null."""
+        missing = [f for f in arrow_schema(self.contract) if f.name not in table.column_names]
+        if not missing:
+            return table
+        if values is None and "kafka_value" in table.column_names:
+            values = table.column("kafka_value")
+        decoded = None
+        if values is not None:
+            from visitshare.landing.rawfile import Decoder
+
+            decoded, _, _ = Decoder(self.contract).decode(values.combine_chunks())
+        for f in missing:
+            column = (
+                decoded.column(f.name) if decoded is not None else pa.nulls(table.num_rows, f.type)
+            )
+            table = table.append_column(f.with_nullable(True), column)
+        return table
+
     # -- zones ------------------------------------------------------------------------------
     def _write_validated(self, batch: str, rows: pa.Table) -> list[dict]:
         """Valid rows, one file per municipality × month (the event time's Tokyo month)."""
         if not rows.num_rows:
             return []
+        rows = self.conform(rows)
         table = pa.table(
             {
                 **{f.name: rows.column(f.name).cast(f.type) for f in arrow_schema(self.contract)},
@@ -575,12 +613,15 @@ def _with_heavy(raw: pa.Table, paths, starts: np.ndarray, rows: np.ndarray) -> p
     """Whole raw rows (light columns from `raw`, bulky ones from the files), in raw column order."""
     light = raw.take(pa.array(rows, pa.int64()))
     heavy = _heavy_rows(paths, starts, rows, HEAVY)
-    schema = pq.read_schema(paths[0])
+    first = pq.read_schema(paths[0])
     columns = {
         **{c: light.column(c) for c in light.column_names},
         **{c: heavy.column(c) for c in heavy.column_names},
     }
-    return pa.Table.from_arrays([columns[c] for c in schema.names], schema=schema)
+    # The first file's columns in its order, then those only later files (or the contract) have.
+    fields = [*first, *(light.schema.field(c) for c in light.column_names if c not in first.names)]
+    schema = pa.schema(fields, metadata=first.metadata)
+    return pa.Table.from_arrays([columns[f.name] for f in fields], schema=schema)
 
 
 def _rows(table: pa.Table, rows: np.ndarray) -> pa.Table:

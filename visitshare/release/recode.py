@@ -98,14 +98,28 @@ class Search:
             for level, c in enumerate(self.codes[self.place.name]):
                 self.codes[self.place.name][level] = c + offset
                 offset += int(c.max(initial=-1)) + 1
-        self.free = [d for d in dims if d.kind not in ("place", "fixed") and d.top > 0]
+        # A dimension with one value in the whole table is never generalized: that would make
+        # no class larger, and it would only dilute the loss of the others. So a field that
+        # only a later contract version has (null in every row while the rows are all of an
+        # earlier version) leaves the search as it was without it.
+        self.free = [
+            d
+            for d in dims
+            if d.kind not in ("place", "fixed")
+            and d.top > 0
+            and int(self.codes[d.name][0].max(initial=0)) > 0
+        ]
 
     def nodes(self) -> list[dict[str, int]]:
+        """Every combination of the free dimensions' levels (a dimension left out of the
+        search for its single value stays at its finest level)."""
         ranges = [range(d.top + 1) for d in self.free]
-        return [
-            dict(zip([d.name for d in self.free], combo, strict=True))
-            for combo in itertools.product(*ranges)
-        ]
+        still = [d.name for d in self.dims if d.kind not in ("place", "fixed") and d.top > 0]
+        out = []
+        for combo in itertools.product(*ranges):
+            chosen = dict(zip([d.name for d in self.free], combo, strict=True))
+            out.append({name: chosen.get(name, 0) for name in still})
+        return out
 
     def evaluate(
         self,

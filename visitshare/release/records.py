@@ -235,9 +235,13 @@ def _materialize(
     rows = pa.array(np.where(in_ledger, at, 0))
 
     def column(name: str, dtype) -> np.ndarray:
-        if decided is None or not decided.num_rows:
+        if decided is None or not decided.num_rows or name not in decided.column_names:
             return np.zeros(n, dtype)
-        values = decided.column(name).take(rows).to_numpy(zero_copy_only=False).astype(dtype)
+        # A row decided before a contract version added a quasi-identifier (or a sensitive
+        # column) has no decision for it: it is an earlier version's row, null at every level,
+        # so it stays at the finest level, nothing withheld (and is never rewritten).
+        known = pc.fill_null(decided.column(name), np.dtype(dtype).type(0).item())
+        values = known.take(rows).to_numpy(zero_copy_only=False).astype(dtype)
         return np.where(in_ledger, values, np.zeros(1, dtype))
 
     published = column("published", bool)

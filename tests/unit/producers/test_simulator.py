@@ -9,7 +9,7 @@ import pytest
 
 from producers.simulator import BAD_KINDS, SimConfig, Simulator
 from visitshare.clock import FixedClock
-from visitshare.contracts import EventValidator, geography
+from visitshare.contracts import ContractRegistry, geography
 
 # One fixed clock for the simulator and the validators that check its events: "future
 # timestamp" events are built from now, and judged against now.
@@ -62,7 +62,7 @@ def month(contracts):
 
 
 def test_all_good_events_pass_their_contract(contracts, month):
-    validators = {c.name: EventValidator(c, clock=CLOCK) for c in contracts}
+    validators = {c.name: contracts.validator(c.name, clock=CLOCK) for c in contracts}
     invalid = [e for e in month if validators[e.dataset].validate(e.payload)]
     assert invalid == []
 
@@ -174,8 +174,9 @@ def test_coordinates_lie_in_the_municipality(month):
 
 
 def test_bad_rate_makes_every_kind_and_each_fails_with_its_reason(contracts):
-    events = _events(contracts, days=2, seed=9, bad_rate=1.0)
-    validators = {c.name: EventValidator(c, clock=CLOCK) for c in contracts}
+    # v2 visits too: each goes wrong against its own version and is refused for it.
+    events = _events(contracts, days=2, seed=9, bad_rate=1.0, visit_v2_share=0.5)
+    validators = {c.name: contracts.validator(c.name, clock=CLOCK) for c in contracts}
     kinds = Counter(e.bad_kind for e in events)
     assert set(kinds) == set(BAD_KINDS)
     for e in events:
@@ -200,6 +201,7 @@ def test_bad_rate_is_a_share(contracts):
         ({"bad_rate": 1.5}, "bad rate"),
         ({"scale": 0}, "scale"),
         ({"datasets": ("parking",)}, "unknown datasets"),
+        ({"visit_v2_share": 1.2}, "v2 visits"),
     ],
 )
 def test_invalid_configuration(kw, message):
@@ -211,3 +213,53 @@ def test_scale_changes_volume_proportionally(contracts):
     one = Simulator(SimConfig(days=14, seed=4), contracts, clock=CLOCK).total
     half = Simulator(SimConfig(days=14, seed=4, scale=0.5), contracts, clock=CLOCK).total
     assert abs(half / one - 0.5) < 0.05
+
+
+# -- visit_outcome v1 and v2 side by side -------------------------------------------------------
+def test_v2_visits_are_an_opt_in_share_drawn_apart_from_the_v1_stream(contracts):
+    base = _events(contracts, days=3, seed=5, bad_rate=0.05)
+    mixed = _events(contracts, days=3, seed=5, bad_rate=0.05, visit_v2_share=0.3)
+    assert _bytes(mixed) == _bytes(
+        _events(contracts, days=3, seed=5, bad_rate=0.05, visit_v2_share=0.3)
+    )  # deterministic per seed
+    assert len(base) == len(mixed)
+    assert all(e.payload.get("schema_version") == 1 for e in base if isinstance(e.payload, dict)
+               and e.dataset == "visit_outcome" and e.bad_kind is None)  # fmt: skip
+    v2 = 0
+    for a, b in zip(base, mixed, strict=True):
+        assert (a.dataset, a.bad_kind) == (b.dataset, b.bad_kind)
+        if a.payload == b.payload:
+            continue  # every v1 event is byte for byte what it is without v2 visits
+        assert b.dataset == "visit_outcome"
+        if b.bad_kind is None:  # a v2 visit: the v1 event, plus what v2 adds
+            v2 += 1
+            extra = {k: v for k, v in b.payload.items() if k not in a.payload}
+            assert {**a.payload, **extra, "schema_version": 2} == b.payload
+            assert set(extra) <= {"preferred_language", "interpreter_used"}
+    good_visits = sum(e.dataset == "visit_outcome" and e.bad_kind is None for e in mixed)
+    assert 0.25 < v2 / good_visits < 0.35
+
+
+def test_v2_visits_carry_the_households_language_on_completed_visits(contracts):
+    events = _events(contracts, days=7, seed=3, visit_v2_share=1.0)
+    visits = [e.payload for e in events if e.dataset == "visit_outcome"]
+    assert {v["schema_version"] for v in visits} == {2}
+    asked = [v for v in visits if "preferred_language" in v]
+    assert all(v["outcome"] == "completed" for v in asked) and len(asked) > 100
+    languages = Counter(v["preferred_language"] for v in asked)
+    assert 0.75 < languages["ja"] / len(asked) < 0.99 and len(languages) >= 4
+    assert all(v["interpreter_used"] is False for v in asked if v["preferred_language"] == "ja")
+    assert any(v["interpreter_used"] for v in asked)
+    # A household's language is its own: the same on every visit.
+    by_household: dict[str, set] = {}
+    for v in asked:
+        by_household.setdefault(v["household_id"], set()).add(v["preferred_language"])
+    assert all(len(s) == 1 for s in by_household.values())
+    validator = contracts.validator("visit_outcome", clock=CLOCK)
+    assert [v for v in visits if validator.validate(v)] == []
+
+
+def test_v2_visits_need_the_v2_contract(contracts, tmp_path):
+    v1_only = ContractRegistry([c for c in contracts.all() if c.id != "visit_outcome.v2"])
+    with pytest.raises(ValueError, match=r"visit_outcome\.v2"):
+        Simulator(SimConfig(visit_v2_share=0.1), v1_only, clock=CLOCK)

@@ -16,7 +16,9 @@ SCHEMAS = REPO_ROOT / "schemas"
 def test_both_contracts_load_with_every_design_field(contracts):
     visit = contracts.get("visit_outcome")
     incident = contracts.get("incident_report")
-    assert visit.id == "visit_outcome.v1" and visit.topic == "visits.outcomes.v1"
+    # The latest version of the visits (v2, 1.1.0: v1 plus two optional fields), same topic.
+    assert visit.id == "visit_outcome.v2" and visit.topic == "visits.outcomes.v1"
+    assert (visit.semver, visit.major, visit.compatibility) == ("1.1.0", 1, "backward")
     assert incident.id == "incident_report.v1" and incident.topic == "incidents.reports.v1"
     # The design sketches
     for name in ("visit_id", "household_id", "resident_name", "phone", "address_line",
@@ -48,8 +50,17 @@ def test_pii_classes_are_as_the_design_says(contracts):
 
 
 def test_registry_lookup_by_name_id_and_topic(contracts):
-    assert contracts.get("visit_outcome.v1") is contracts.get("visit_outcome")
+    assert contracts.get("visit_outcome.v2") is contracts.get("visit_outcome")
+    assert contracts.get("visit_outcome.v1") is contracts.version("visit_outcome", 1)
+    assert [c.id for c in contracts.versions("visit_outcome")] == [
+        "visit_outcome.v1", "visit_outcome.v2"
+    ]  # fmt: skip
+    assert contracts.compatible("visit_outcome") == contracts.versions("visit_outcome")
+    assert contracts.by_topic("visits.outcomes.v1").id == "visit_outcome.v2"
     assert contracts.by_topic("incidents.reports.v1").name == "incident_report"
+    assert [c.name for c in contracts] == contracts.names()  # the latest of each, by name
+    with pytest.raises(KeyError, match="has no version 3"):
+        contracts.version("visit_outcome", 3)
     with pytest.raises(KeyError, match="no contract 'nope'"):
         contracts.get("nope")
 

@@ -39,7 +39,8 @@ GOOD_VISIT = {
 
 @pytest.fixture
 def validator(contracts):
-    return EventValidator(contracts.get("visit_outcome"), clock=FixedClock(NOW))
+    # Each event against its own version (visit_outcome v1 and v2): GOOD_VISIT is a v1 event.
+    return contracts.validator("visit_outcome", clock=FixedClock(NOW))
 
 
 def test_a_good_event_has_no_violations(validator):
@@ -74,7 +75,9 @@ CASES = [
     ("not a date", {**GOOD_VISIT, "visited_at": "2026-02-30T10:15:00+09:00"}, Reason.BAD_FORMAT, "visited_at"),
     ("slashes", {**GOOD_VISIT, "visited_at": "2026/11/20 10:15"}, Reason.BAD_FORMAT, "visited_at"),
     ("future", {**GOOD_VISIT, "visited_at": "2026-11-20T12:10:00+09:00"}, Reason.FUTURE_TIMESTAMP, "visited_at"),
-    ("next version", {**GOOD_VISIT, "schema_version": 2}, Reason.WRONG_SCHEMA_VERSION, "schema_version"),
+    ("no such version", {**GOOD_VISIT, "schema_version": 3}, Reason.WRONG_SCHEMA_VERSION, "schema_version"),
+    ("v2 field in a v1 event", {**GOOD_VISIT, "preferred_language": "vi"}, Reason.UNKNOWN_FIELD, "preferred_language"),
+    ("v2 field's unknown value", {**GOOD_VISIT, "schema_version": 2, "preferred_language": "xx"}, Reason.UNKNOWN_VALUE, "preferred_language"),
     ("not an object", [GOOD_VISIT], Reason.NOT_AN_OBJECT, None),
 ]  # fmt: skip
 
@@ -86,8 +89,8 @@ def test_each_kind_of_bad_event_gets_its_reason(validator, case, event, reason, 
 
 
 def test_future_tolerance_is_a_boundary(contracts):
-    v = EventValidator(
-        contracts.get("visit_outcome"), clock=FixedClock(NOW), future_tolerance=timedelta(minutes=5)
+    v = contracts.validator(
+        "visit_outcome", clock=FixedClock(NOW), future_tolerance=timedelta(minutes=5)
     )
     at_limit = (NOW + timedelta(minutes=5)).astimezone().isoformat(timespec="seconds")
     past_limit = (NOW + timedelta(minutes=5, seconds=1)).astimezone().isoformat(timespec="seconds")
@@ -149,7 +152,7 @@ def test_fast_check_and_detailed_validator_agree_on_simulated_streams(contracts)
     from producers.simulator import SimConfig, Simulator
 
     events = list(Simulator(SimConfig(days=3, seed=17, bad_rate=0.3), contracts).events())
-    validators = {c.name: EventValidator(c) for c in contracts}
+    validators = {c.name: contracts.validator(c.name) for c in contracts}
     decoded = [e for e in events if isinstance(e.payload, dict)]
     assert (
         sum(e.bad_kind is None for e in decoded) > 1000
@@ -173,7 +176,7 @@ def test_fast_and_detailed_checks_agree_on_the_adversarial_corpus(contracts):
     from tests.corpus import CLOCK, corpus
 
     for case in corpus():
-        v = EventValidator(contracts.get(case.dataset), clock=CLOCK)
+        v = contracts.validator(case.dataset, clock=CLOCK)
         event, problems = v.decode(case.value)
         if problems:
             assert case.expect is not None, case.name
@@ -206,3 +209,56 @@ def test_a_value_that_is_not_exactly_one_json_object_is_named(validator, value, 
 def test_a_key_with_a_colon_in_a_string_is_not_a_duplicate(validator):
     event, problems = validator.decode(b'{"a": "x\\":y", "b": "\\"c\\":"}')
     assert problems == [] and event == {"a": 'x":y', "b": '"c":'}
+
+
+# -- versions: each event against the contract version its schema_version names --------------
+V2_VISIT = {**GOOD_VISIT, "schema_version": 2, "preferred_language": "vi", "interpreter_used": True}
+
+
+def test_each_event_is_checked_against_its_own_version(validator):
+    for event in (GOOD_VISIT, V2_VISIT, {**GOOD_VISIT, "schema_version": 2}):
+        assert validator.validate(event) == [] and validator.is_valid(event)
+    assert validator.contract_of(GOOD_VISIT).id == "visit_outcome.v1"
+    assert validator.contract_of(V2_VISIT).id == "visit_outcome.v2"
+    assert validator.contract.id == "visit_outcome.v2"  # the latest: the zones' schema
+
+
+def test_a_v2_field_in_a_v1_event_is_unknown_and_says_where_it_belongs(validator):
+    (p,) = validator.validate({**GOOD_VISIT, "interpreter_used": False})
+    assert (p.reason, p.field) == (Reason.UNKNOWN_FIELD, "interpreter_used")
+    assert "visit_outcome.v1" in p.message and "schema_version 2" in p.message
+
+
+@pytest.mark.parametrize(("number", "reason"), [(3, Reason.WRONG_SCHEMA_VERSION),
+                                                (0, Reason.WRONG_SCHEMA_VERSION),
+                                                (True, Reason.WRONG_TYPE),
+                                                (1.0, Reason.WRONG_TYPE),
+                                                ("2", Reason.WRONG_TYPE)])  # fmt: skip
+def test_a_version_with_no_contract_is_named(validator, number, reason):
+    event = {**V2_VISIT, "schema_version": number}
+    assert not validator.is_valid(event)
+    problems = validator.validate(event)
+    assert [(p.reason, p.field) for p in problems] == [(reason, "schema_version")]
+    if reason is Reason.WRONG_SCHEMA_VERSION:
+        assert problems[0].message == (
+            "field 'schema_version' names no version of visit_outcome with a contract (1, 2)"
+        )
+
+
+def test_one_contract_alone_checks_its_own_version_only(contracts):
+    alone = EventValidator(contracts.get("visit_outcome.v2"), clock=FixedClock(NOW))
+    assert [p.reason for p in alone.validate(GOOD_VISIT)] == [Reason.WRONG_SCHEMA_VERSION]
+    assert alone.validate(V2_VISIT) == []
+
+
+def test_one_fast_check_per_version(validator):
+    v1, v2 = validator._versions[1]._fast.source, validator._versions[2]._fast.source
+    assert "preferred_language" in v2 and "preferred_language" not in v1
+    assert "v != 1" in v1 and "v != 2" in v2
+
+
+def test_value_fits_in_the_events_own_version(validator):
+    assert validator.value_fits("preferred_language", V2_VISIT)
+    assert not validator.value_fits(
+        "preferred_language", {**GOOD_VISIT, "preferred_language": "vi"}
+    )

@@ -64,7 +64,12 @@ VISIT_CASES = [
     ("notes too long", visit(notes="あ" * 2001), ["too_long:notes"], []),
     ("satisfaction out of range", visit(satisfaction=9), ["out_of_range:satisfaction"], []),
     ("future visit", visit(visited_at=future, produced_at=future), ["future_timestamp:produced_at", "future_timestamp:visited_at"], []),
-    ("next schema version", visit(schema_version=2), ["wrong_schema_version:schema_version"], []),
+    # Versions: each event against its own (visit_outcome v1 and v2 side by side).
+    ("a v2 visit", visit(schema_version=2, preferred_language="vi", interpreter_used=True), None, []),
+    ("a v2 visit without the new fields", visit(schema_version=2), None, []),
+    ("a v1 visit with a v2 field", visit(preferred_language="vi"), ["unknown_field"], []),
+    ("a v2 field's unknown value", visit(schema_version=2, preferred_language="xx"), ["unknown_value:preferred_language"], []),
+    ("no such schema version", visit(schema_version=3), ["wrong_schema_version:schema_version"], []),
     ("unknown vulnerability", visit(vulnerabilities=["poor_lighting", "dragons"]), ["unknown_value:vulnerabilities"], []),
     ("too many materials", visit(materials=["leaflet_burglary"] * 11), ["too_long:materials"], []),
     ("satisfaction without visit", visit(outcome="not_home", vulnerabilities=DROP), ["rule:satisfaction_without_completed_visit"], []),
@@ -141,14 +146,15 @@ def test_counts_reconcile_and_are_recorded(module_settings, validated):
     settings = module_settings
     run, quarantined, valid = validated
     assert run.rows_in == len(VISIT_CASES) + 4
-    assert run.valid == valid.num_rows == 3  # good, 3 am, recorded before visit
+    assert run.valid == valid.num_rows == 5  # good, two v2, 3 am, recorded before visit
     assert run.quarantined == len(quarantined)
     assert run.rows_in == run.valid + run.quarantined
     record = json.loads(
         (settings.reports_dir / "validation" / "visit_outcome" / f"{run.run_id}.json").read_text()
     )
-    assert record["rows_in"] == run.rows_in and record["contract"] == "visit_outcome.v1"
-    assert record["suite_version"].startswith("visit_outcome.v1+suite-1.0.0+")
+    # The latest version (the validated zone's schema); each row was checked against its own.
+    assert record["rows_in"] == run.rows_in and record["contract"] == "visit_outcome.v2"
+    assert record["suite_version"].startswith("visit_outcome.v2+suite-1.0.0+")
     rules = {r["rule_id"]: r for r in record["rules"]}
     assert (
         rules["contract.bad_format.phone"]["failed"] == 1
@@ -159,6 +165,19 @@ def test_counts_reconcile_and_are_recorded(module_settings, validated):
     ]
     assert rules["visit_in_plausible_hours"]["severity"] == "warning"
     assert (settings.reports_dir / "data_docs" / "index.html").exists()
+
+
+def test_v1_and_v2_rows_share_the_validated_zone(validated):
+    """The latest version's columns: a v2 row carries the new fields, a v1 row has them null."""
+    _, _, valid = validated
+    rows = {r["event_id"]: r for r in valid.to_pylist()}
+    for case, value, _, _ in VISIT_CASES:
+        if case in ("good", "a v2 visit", "a v2 visit without the new fields"):
+            row = rows[value["event_id"]]
+            assert row["schema_version"] == value["schema_version"], case
+            assert row["preferred_language"] == value.get("preferred_language"), case
+            assert row["interpreter_used"] == value.get("interpreter_used"), case
+    assert valid.schema.field("preferred_language").metadata[b"pii"] == b"quasi_identifier"
 
 
 def test_validated_rows_are_typed_and_partitioned_by_municipality_and_month(

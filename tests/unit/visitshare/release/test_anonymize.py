@@ -183,7 +183,11 @@ def test_contract_quasi_identifiers_and_sensitive_attributes(contracts):
         "visited_at",
         "residents_count",
         "elderly_only",
+        "preferred_language",  # v2: a rare language singles a household out
+        "interpreter_used",
     ]
+    assert vq["preferred_language"].levels == ["exact", "category", "any"]
+    assert set(vq["preferred_language"].categories.values()) == {"ja", "other_language"}
     assert vq["town"].levels == ["town", "town_group", "municipality"]
     assert vq["koban_id"].follows == "town"  # a koban narrows place as much as its town
     assert visits.field("koban_id").carries == ["place"]  # inferred from its 13xxx- pattern
@@ -263,6 +267,8 @@ def test_anonymized_visits_have_exactly_the_shared_columns(anonymized_visits):
         "concerns",
         "follow_up_requested",
         "satisfaction",
+        "preferred_language",  # v2's columns: null for v1 rows
+        "interpreter_used",
         "town_group",
     ]
     text = str(out.to_pylist())
@@ -355,6 +361,8 @@ def test_visit_field_report(anonymized_visits):
         "concerns",
         "follow_up_requested",
         "satisfaction",
+        "preferred_language",
+        "interpreter_used",
     ]
 
 
