@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from visitshare.orchestration.airflow_env import API_HOST, airflow_home
-from visitshare.orchestration.errors import PipelineError
+from visitshare.orchestration.errors import ApiUnreachable, PipelineError
 from visitshare.settings import Settings
 
 PASSWORDS_FILE = "simple_auth_manager_passwords.json.generated"
@@ -60,7 +60,7 @@ class AirflowAPI:
             except OSError as exc:
                 if attempt < attempts and _timed_out(exc):
                     continue
-                raise PipelineError(f"Airflow API {method} {path} unreachable: {exc}") from None
+                raise ApiUnreachable(f"Airflow API {method} {path} unreachable: {exc}") from None
         return json.loads(payload) if payload else None
 
     def token(self) -> str:

@@ -10,10 +10,13 @@ Airflow's scheduler does the rest: `ingest_events` emits the `raw_*` assets, whi
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
+from typing import TypeVar
 
 import sqlalchemy as sa
 
@@ -21,9 +24,12 @@ from visitshare.db import engine_for
 from visitshare.orchestration import stack
 from visitshare.orchestration.airflow_api import AirflowAPI
 from visitshare.orchestration.airflow_env import airflow_home
-from visitshare.orchestration.errors import PipelineError
+from visitshare.orchestration.errors import ApiUnreachable, PipelineError
 from visitshare.producing.topics import event_topics
 from visitshare.settings import Settings
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 DAGS = ("ingest_events", "curate_program_data")
 
@@ -40,10 +46,23 @@ def _dag_runs(api: AirflowAPI, since: datetime) -> list[tuple[str, str, str]]:
     return [(r["dag_id"], r["run_type"], r["state"]) for r in api.dag_runs(list(DAGS), since)]
 
 
+def patiently(ask: Callable[[], T], deadline: float, every_s: float = 1.0) -> T:
+    """An Airflow read, asked again while the API server is too busy to answer (task
+    processes starting on a loaded machine starve it), until `deadline` (monotonic)."""
+    while True:
+        try:
+            return ask()
+        except ApiUnreachable as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.info("%s; asking again", exc)
+            time.sleep(every_s)
+
+
 def wait_until_parsed(api: AirflowAPI, settings: Settings, timeout_s: float) -> None:
     """Until the DAG processor has serialized our DAGs (the scheduler can run them)."""
     deadline = time.monotonic() + timeout_s
-    while not all(api.dag_exists(d) for d in DAGS):
+    while not all(patiently(partial(api.dag_exists, d), deadline) for d in DAGS):
         if time.monotonic() > deadline:
             raise PipelineError(
                 f"Airflow did not parse the DAGs in time; see {stack.log_path(settings, 'dag-processor')}"
@@ -117,7 +136,7 @@ def run_pipeline(
             api.trigger("ingest_events")
         topics = event_topics(settings)
         while not _caught_up(settings, expected, since, topics):
-            failed = _failed_tasks(api, since)
+            failed = patiently(lambda: _failed_tasks(api, since), deadline)
             if failed:
                 raise PipelineError(
                     f"Airflow tasks failed: {', '.join(failed)}; logs under "
@@ -127,21 +146,24 @@ def run_pipeline(
                 raise PipelineError(f"the pipeline did not catch up within {timeout_s:.0f} s")
             time.sleep(2)
         # The release is committed; let the runs record their end (task exit, run state).
-        while any(state in ("queued", "running") for _, _, state in _dag_runs(api, since)):
+        while any(
+            state in ("queued", "running")
+            for _, _, state in patiently(lambda: _dag_runs(api, since), deadline)
+        ):
             if time.monotonic() > deadline:
                 break
             time.sleep(1)
-        return _outcome(settings, api, since)
+        return _outcome(settings, api, since, deadline)
     finally:
         for name in reversed(ours):
             stack.stop_service(settings, name)
 
 
-def _outcome(settings: Settings, api: AirflowAPI, since: datetime) -> Outcome:
+def _outcome(settings: Settings, api: AirflowAPI, since: datetime, deadline: float) -> Outcome:
     from visitshare.db.tables import validation_runs
     from visitshare.release.releases import latest_release
 
-    out = Outcome(dag_runs=_dag_runs(api, since))
+    out = Outcome(dag_runs=patiently(lambda: _dag_runs(api, since), deadline))
     with engine_for(settings).connect() as conn:
         out.landed = _landed_since(conn, since)
         for r in conn.execute(
