@@ -166,17 +166,13 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
     for d in declared.load(settings.contracts_dir, datasets):
         if d.spans_history:
             continue  # computed in finalize, from the whole history
-        owner = d.policy_contract(datasets)
         values_path = zones.aggregate_values(d.name, f"{plan_.token}-{index:03d}")
-        out[d.name], made, reports[d.name], stored = release_aggregates(
-            declared.table_spec(d),
+        out[d.name], made, reports[d.name], stored = declared.release(
+            d,
             declared.true_values(d, rows),
-            owner.disclosure.aggregates,
-            owner.disclosure.min_cell_count,
-            1.0,  # unused: the declaration gives each family's sensitivity
+            datasets,
             state.aggregates.get(d.name, {}),
             plan_.as_of,
-            owner.disclosure.close_after_days,
             store,
             values_path.as_posix(),
         )

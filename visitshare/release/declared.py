@@ -320,6 +320,34 @@ def table_spec(d: OutcomeDefinition):
     )
 
 
+def release(
+    d: OutcomeDefinition,
+    true: pa.Table,
+    contracts: Mapping[str, Contract],
+    states,
+    as_of,
+    store,
+    values_path: str,
+):
+    """`aggregates.release_aggregates` for a declared table, under the aggregate policy of its
+    policy contract (the published rows, the refreshes, the report, the values to store)."""
+    from visitshare.release.aggregates import release_aggregates
+
+    owner = d.policy_contract(contracts)
+    return release_aggregates(
+        table_spec(d),
+        true,
+        owner.disclosure.aggregates,
+        owner.disclosure.min_cell_count,
+        1.0,  # unused: the declaration gives each family's sensitivity
+        states,
+        as_of,
+        owner.disclosure.close_after_days,
+        store,
+        values_path,
+    )
+
+
 def empty_inputs(d: OutcomeDefinition, contracts: Mapping[str, Contract]) -> dict[str, pa.Table]:
     from visitshare.quality.validate import validated_schema
 

@@ -332,18 +332,14 @@ def _declared_history(
         )
         for ds in d.inputs
     }
-    owner = d.policy_contract(datasets)
     state = load_state(settings, munis, tables=(d.name,))
     values_path = zones.aggregate_values(d.name, f"{plan_.token}-h")
-    table, refreshes, report, stored = release_aggregates(
-        declared.table_spec(d),
+    table, refreshes, report, stored = declared.release(
+        d,
         declared.true_values(d, inputs),
-        owner.disclosure.aggregates,
-        owner.disclosure.min_cell_count,
-        1.0,  # unused: the declaration gives each family's sensitivity
+        datasets,
         state.aggregates.get(d.name, {}),
         plan_.as_of,
-        owner.disclosure.close_after_days,
         ValuesStore(lambda path: pq.read_table(settings.lake / path), munis),
         values_path.as_posix(),
     )
