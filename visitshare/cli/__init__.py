@@ -16,6 +16,7 @@ from visitshare.cli import (
     broker,
     contracts,
     db,
+    deploy,
     landing,
     maintain,
     partner,
@@ -64,6 +65,7 @@ app.command(
     add_help_option=False,
 )(airflow.airflow)
 app.add_typer(bench.app, name="bench")
+app.add_typer(deploy.app, name="deploy")
 
 
 @app.callback()
