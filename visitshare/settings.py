@@ -10,7 +10,7 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AwareDatetime, Field, SecretStr
+from pydantic import AwareDatetime, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from visitshare.clock import SYSTEM_CLOCK, Clock, FixedClock
@@ -29,16 +29,29 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = None
     broker_host: str = "127.0.0.1"
     broker_port: int = Field(19092, ge=1, le=65535)
+    # How clients talk to an external cluster (the embedded broker speaks PLAINTEXT only).
+    # SASL_*: a mechanism, a username and a password (or a file holding it) are required.
+    # SSL / SASL_SSL: the cluster's CA (unset: the system's trust store), and for mutual TLS
+    # a client certificate (the key in `kafka_ssl_keyfile`, or in the certificate file).
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    kafka_sasl_mechanism: str | None = None
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     kafka_sasl_username: str | None = None
     kafka_sasl_password: SecretStr | None = None
+    kafka_sasl_password_file: Path | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
+    kafka_ssl_check_hostname: bool = True
     kafka_client_id: str = "visit-share"
     # How long a client tries to reach the cluster before we call it unreachable.
     kafka_connect_timeout_ms: int = Field(5000, ge=100)
     # Prepended to every topic name (isolates environments or test runs on one cluster).
     topic_prefix: str = ""
+    # Layout of topics created by `topics apply` (infra/topics.yaml may override both per
+    # topic). min.insync.replicas unset: the cluster's default (on a cluster: 2 with RF 3).
     topic_replication_factor: int = Field(1, ge=1)
+    topic_min_insync_replicas: int | None = Field(None, ge=1)
 
     # Producer path.
     source_system: str = "mpd-home-visit"
@@ -123,6 +136,13 @@ class Settings(BaseSettings):
     # and replays of a past day. Every component asks `settings.clock`, never the wall clock.
     now: AwareDatetime | None = None
 
+    @model_validator(mode="after")
+    def _kafka_client_settings_fit_together(self) -> Settings:
+        problems = kafka_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def clock(self) -> Clock:
         return SYSTEM_CLOCK if self.now is None else FixedClock(self.now)
@@ -179,6 +199,69 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The physical topic name for a declared topic."""
         return f"{self.topic_prefix}{name}"
+
+
+def _var(field: str) -> str:
+    return f"VISITSHARE_{field.upper()}"
+
+
+def kafka_problems(s: Settings) -> list[str]:
+    """What is wrong with the Kafka client settings together, each naming its variables."""
+    problems = []
+    protocol = s.kafka_security_protocol
+    sasl = protocol.startswith("SASL_")
+    tls = protocol.endswith("SSL")
+    if protocol != "PLAINTEXT" and s.embedded_broker:
+        problems.append(
+            f"{_var('kafka_security_protocol')}={protocol} needs an external cluster "
+            f"({_var('kafka_bootstrap')}): the embedded broker speaks PLAINTEXT only"
+        )
+    sasl_fields = ("kafka_sasl_mechanism", "kafka_sasl_username")
+    if sasl:
+        for field in sasl_fields:
+            if not getattr(s, field):
+                problems.append(f"{_var(field)} is required with {protocol}")
+        if s.kafka_sasl_password is None and s.kafka_sasl_password_file is None:
+            problems.append(
+                f"{_var('kafka_sasl_password')} or {_var('kafka_sasl_password_file')} "
+                f"is required with {protocol}"
+            )
+    else:
+        for field in (*sasl_fields, "kafka_sasl_password", "kafka_sasl_password_file"):
+            if getattr(s, field) is not None:
+                problems.append(f"{_var(field)} is set but {protocol} does not use SASL")
+    if s.kafka_sasl_password is not None and s.kafka_sasl_password_file is not None:
+        problems.append(
+            f"set {_var('kafka_sasl_password')} or {_var('kafka_sasl_password_file')}, not both"
+        )
+    tls_files = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+    for field in (*tls_files, "kafka_ssl_key_password"):
+        if not tls and getattr(s, field) is not None:
+            problems.append(f"{_var(field)} is set but {protocol} does not use TLS")
+    if not tls and not s.kafka_ssl_check_hostname:
+        problems.append(
+            f"{_var('kafka_ssl_check_hostname')} is set but {protocol} does not use TLS"
+        )
+    for field in (*tls_files, "kafka_sasl_password_file"):
+        path = getattr(s, field)
+        if path is not None and not path.is_file():
+            problems.append(f"{_var(field)}: no such file {path}")
+    if s.kafka_ssl_keyfile is not None and s.kafka_ssl_certfile is None:
+        problems.append(
+            f"{_var('kafka_ssl_keyfile')} needs {_var('kafka_ssl_certfile')} (the certificate)"
+        )
+    if s.kafka_ssl_key_password is not None and s.kafka_ssl_certfile is None:
+        problems.append(
+            f"{_var('kafka_ssl_key_password')} needs {_var('kafka_ssl_certfile')} (the certificate)"
+        )
+    min_isr = s.topic_min_insync_replicas
+    if min_isr is not None and min_isr > s.topic_replication_factor:
+        problems.append(
+            f"{_var('topic_min_insync_replicas')}={min_isr} exceeds "
+            f"{_var('topic_replication_factor')}={s.topic_replication_factor}: "
+            "no write with acks=all could ever succeed"
+        )
+    return problems
 
 
 @functools.lru_cache(maxsize=256)

@@ -87,6 +87,28 @@ def test_topics_apply_is_idempotent_and_reports_drift(kafka_settings):
     assert shrink[0].action is TopicAction.DRIFT and "cannot shrink" in shrink[0].detail
 
 
+def test_topics_apply_with_replication_settings_on_the_embedded_broker(kafka_settings):
+    """Per-topic min.insync.replicas and replication factor reach Tansu, which
+    creates the topics, and acks=all sends to them succeed."""
+    from visitshare.producing import kafka
+    from visitshare.producing.topics import TopicSpec
+
+    settings = kafka_settings.model_copy(update={"topic_min_insync_replicas": 1})
+    specs = [
+        TopicSpec("layout.default.v1", 2, 60_000),
+        TopicSpec("layout.own.v1", 1, 60_000, replication_factor=1, min_insync_replicas=1),
+    ]  # fmt: skip
+    results = apply_topics(settings, specs)
+    assert [r.action for r in results] == [TopicAction.CREATED] * 2, [r.detail for r in results]
+    assert [r.action for r in apply_topics(settings, specs)] == [TopicAction.EXISTS] * 2
+    producer = kafka.producer(settings)
+    try:
+        for spec in specs:
+            producer.send(settings.topic(spec.name), b"x", key=b"k").get(timeout=10)
+    finally:
+        producer.close()
+
+
 def test_the_pid_file_names_our_process(own_broker):
     status, _ = own_broker.start()
     info = json.loads(own_broker.pid_path.read_text())

@@ -25,6 +25,11 @@ class TopicSpec:
     partitions: int
     retention_ms: int
     description: str = ""
+    # Per-topic overrides of the settings' topic_replication_factor / topic_min_insync_replicas;
+    # None: the setting. (No cleanup.policy: landing expects contiguous offsets, and a
+    # compacted topic has holes it would record as gaps.)
+    replication_factor: int | None = None
+    min_insync_replicas: int | None = None
 
 
 class TopicAction(StrEnum):
@@ -53,6 +58,15 @@ def parse_retention(value: str | int) -> int:
     return int(m.group(1)) * _UNITS_MS[m.group(2)]
 
 
+def _optional_int(t: dict, key: str) -> int | None:
+    value = t.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"topic {t.get('name')!r}: {key} must be a whole number >= 1")
+    return value
+
+
 def load_topics(path: Path) -> list[TopicSpec]:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -62,6 +76,8 @@ def load_topics(path: Path) -> list[TopicSpec]:
                 partitions=int(t["partitions"]),
                 retention_ms=parse_retention(t["retention"]),
                 description=t.get("description", ""),
+                replication_factor=_optional_int(t, "replication_factor"),
+                min_insync_replicas=_optional_int(t, "min_insync_replicas"),
             )
             for t in raw["topics"]
         ]
@@ -69,11 +85,51 @@ def load_topics(path: Path) -> list[TopicSpec]:
         raise ValueError(f"{path}: invalid topic declarations: {exc}") from None
     if any(s.partitions < 1 for s in specs):
         raise ValueError(f"{path}: every topic needs at least one partition")
+    for spec in specs:
+        rf, isr = spec.replication_factor, spec.min_insync_replicas
+        if rf is not None and isr is not None and isr > rf:
+            raise ValueError(
+                f"{path}: topic {spec.name!r}: min_insync_replicas {isr} exceeds "
+                f"replication_factor {rf}"
+            )
     return specs
 
 
+def topic_layout(settings: Settings, spec: TopicSpec) -> tuple[int, dict[str, str]]:
+    """Replication factor and topic configs to create `spec` with (overrides, else settings).
+
+    Only what is declared or set is sent: the embedded broker gets retention.ms alone.
+    """
+    rf = spec.replication_factor or settings.topic_replication_factor
+    isr = spec.min_insync_replicas or settings.topic_min_insync_replicas
+    if isr is not None and isr > rf:
+        raise ValueError(
+            f"topic {spec.name!r}: min.insync.replicas {isr} exceeds its replication factor "
+            f"{rf} (infra/topics.yaml, VISITSHARE_TOPIC_MIN_INSYNC_REPLICAS, "
+            "VISITSHARE_TOPIC_REPLICATION_FACTOR)"
+        )
+    configs = {"retention.ms": str(spec.retention_ms)}
+    if isr is not None:
+        configs["min.insync.replicas"] = str(isr)
+    return rf, configs
+
+
+def new_topic(settings: Settings, spec: TopicSpec) -> NewTopic:
+    """The NewTopic that creates `spec` under its physical name."""
+    rf, configs = topic_layout(settings, spec)
+    return NewTopic(settings.topic(spec.name), spec.partitions, rf, topic_configs=configs)
+
+
 def declared_topics(settings: Settings) -> list[TopicSpec]:
-    return load_topics(settings.infra_dir / "topics.yaml")
+    """The declared topics, checked against the settings' replication (clear error if not)."""
+    path = settings.infra_dir / "topics.yaml"
+    specs = load_topics(path)
+    for spec in specs:
+        try:
+            topic_layout(settings, spec)
+        except ValueError as exc:
+            raise ValueError(f"{path}: {exc}") from None
+    return specs
 
 
 def partition_counts(admin, topics: list[str]) -> dict[str, int]:
@@ -104,12 +160,10 @@ def apply_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> li
 def _apply_one(admin, settings: Settings, spec: TopicSpec, present: int | None) -> TopicResult:
     name = settings.topic(spec.name)
     if present is None:
-        topic = NewTopic(
-            name,
-            spec.partitions,
-            settings.topic_replication_factor,
-            topic_configs={"retention.ms": str(spec.retention_ms)},
-        )
+        try:
+            topic = new_topic(settings, spec)
+        except ValueError as exc:
+            return TopicResult(spec, name, TopicAction.FAILED, 0, str(exc))
         try:
             admin.create_topics([topic])
         except TopicAlreadyExistsError:  # created concurrently: fine, that is the goal
