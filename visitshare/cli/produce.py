@@ -25,6 +25,18 @@ outbox_app = typer.Typer(help="The local outbox of events the broker could not t
 DEFAULT_MUNICIPALITIES = "13104,13112,13120"  # Shinjuku, Setagaya, Nerima
 
 
+# The share of visits sent as visit_outcome v2 (`simulate` and `run`).
+V2Share = Annotated[
+    float,
+    typer.Option(
+        help="Share of visits sent as visit_outcome v2 (with the household's language), "
+        "side by side with v1.",
+        min=0.0,
+        max=1.0,
+    ),
+]
+
+
 def _settings(ctx: typer.Context) -> Settings:
     return ctx.obj
 
@@ -64,15 +76,7 @@ def simulate(
     datasets: Annotated[str, typer.Option(help="Comma-separated contract names.")] = ",".join(
         DATASETS
     ),
-    v2_share: Annotated[
-        float,
-        typer.Option(
-            help="Share of visits sent as visit_outcome v2 (with the household's language), "
-            "side by side with v1.",
-            min=0.0,
-            max=1.0,
-        ),
-    ] = 0.25,
+    v2_share: V2Share = 0.25,
     publish: Annotated[bool, typer.Option("--publish", help="Publish to Kafka.")] = False,
     out: Annotated[
         Path | None, typer.Option(help="Write <dataset>.jsonl files into this directory.")

@@ -7,7 +7,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from visitshare.cli.produce import DEFAULT_MUNICIPALITIES, print_publish_report, publish_simulation
+from visitshare.cli.produce import (
+    DEFAULT_MUNICIPALITIES,
+    V2Share,
+    print_publish_report,
+    publish_simulation,
+)
 from visitshare.console import console, err_console
 from visitshare.contracts import ContractRegistry
 from visitshare.errors import UserError
@@ -36,15 +41,7 @@ def run(
             "closes) instead of the last days of the latest closed month.",
         ),
     ] = False,
-    v2_share: Annotated[
-        float,
-        typer.Option(
-            help="Share of visits sent as visit_outcome v2 (with the household's language), "
-            "side by side with v1.",
-            min=0.0,
-            max=1.0,
-        ),
-    ] = 0.25,
+    v2_share: V2Share = 0.25,
 ) -> None:
     """The main job: publish a slice of Tokyo; Airflow lands, validates and releases it.
 
