@@ -71,7 +71,23 @@ class Partners(BaseModel):
 
 
 def load_partners(settings: Settings) -> Partners:
+    """The partners file, parsed once per version of it (the sharing server asks per request)."""
     path = settings.partners_file
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise PartnerError(f"cannot read {path}: {exc.strerror}") from None
+    key = (str(path), st.st_mtime_ns, st.st_size)
+    if key not in _PARTNERS:
+        _PARTNERS.clear()
+        _PARTNERS[key] = _parse(path)
+    return _PARTNERS[key]
+
+
+_PARTNERS: dict[tuple, Partners] = {}
+
+
+def _parse(path) -> Partners:
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
         partners = Partners.model_validate(raw)

@@ -30,7 +30,6 @@ from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from visitshare.access import accesslog, sharing, tokens
-from visitshare.access.partners import load_partners
 from visitshare.access.sharing import SharingError, bad_request
 from visitshare.access.signing import Grant, url_key
 from visitshare.release import shared
@@ -293,11 +292,10 @@ def create_app(settings: Settings) -> FastAPI:
         grant = Grant(path, partner, token, expires)
         if not grant.valid(sig, key, settings.clock.now()):
             raise denied
-        live = {t["id"]: t for t in tokens.listing(settings, partner) if t["state"] == "active"}
-        partners = load_partners(settings).by_id
-        if token not in live or partner not in partners:
+        who = tokens.holder(settings, token)
+        if who is None or who.partner.id != partner:
             raise denied
-        if not sharing.file_grantable(settings, partners[partner], path):
+        if not sharing.file_grantable(settings, who.partner, path):
             raise denied
         location = shared.warehouse(settings) / path
         if not location.is_file():

@@ -118,21 +118,33 @@ class Caller:
 
 def authenticate(settings: Settings, token: str | None) -> Caller | None:
     """The caller a bearer token names, or None (unknown, malformed, expired or revoked)."""
-    if not token:
-        return None
-    m = _TOKEN.match(token)
+    m = _TOKEN.match(token or "")
     if not m:
         return None
-    with engine_for(settings).connect() as conn:
-        row = conn.execute(sa.select(share_tokens).where(share_tokens.c.id == m.group(1))).first()
-    if row is None or not hmac.compare_digest(row.token_hash, _hash(token)):
+    row = _row(settings, m.group(1))
+    if row is None or not hmac.compare_digest(row.token_hash, _hash(token or "")):
         return None
+    return _live(settings, row)
+
+
+def holder(settings: Settings, token_id: str) -> Caller | None:
+    """Who a token id belongs to while the token is live (a signed file URL names the id, not
+    the secret: the signature stands for the token)."""
+    row = _row(settings, token_id)
+    return None if row is None else _live(settings, row)
+
+
+def _row(settings: Settings, token_id: str) -> sa.Row | None:
+    with engine_for(settings).connect() as conn:
+        return conn.execute(sa.select(share_tokens).where(share_tokens.c.id == token_id)).first()
+
+
+def _live(settings: Settings, row: sa.Row) -> Caller | None:
+    """The token's caller, unless it is revoked, expired, or its partner was removed."""
     if row.revoked_at is not None or row.expires_at <= settings.clock.now():
         return None
-    partners = load_partners(settings)
-    if row.partner_id not in partners.by_id:  # the partner was removed from partners.yaml
-        return None
-    return Caller(row.id, partners.by_id[row.partner_id])
+    partner = load_partners(settings).by_id.get(row.partner_id)
+    return None if partner is None else Caller(row.id, partner)
 
 
 def revoke(settings: Settings, token_id: str | None, partner_id: str | None) -> list[str]:
