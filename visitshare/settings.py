@@ -80,9 +80,45 @@ class Settings(BaseSettings):
     # Consumer group that mirrors landed offsets for monitoring tools ("" = no mirroring).
     land_group_id: str = "visit-share-landing"
 
-    # Stores. Unset: SQLite files under `home`.
+    # Which stack: "embedded" (SQLite, the lake on local disk, LocalExecutor; `make run`) or
+    # "cluster" (`make run-cluster`): PostgreSQL for every database, the lake and the Iceberg
+    # warehouse on S3-compatible object storage, Airflow's CeleryExecutor with Redis.
+    # Explicit settings below (database_url, lake_url, ...) win over the profile's defaults.
+    profile: Literal["embedded", "cluster"] = "embedded"
+
+    # Stores. Unset: SQLite files under `home` (embedded) or PostgreSQL databases (cluster).
     database_url: str | None = None
     lake_dir: Path | None = None
+    # The lake on object storage ("s3://bucket/prefix"); unset: `lake_dir` on local disk
+    # (embedded) or s3://visitshare/lake on the local SeaweedFS (cluster).
+    lake_url: str | None = None
+    # S3-compatible object storage: endpoint (unset: AWS), region, credentials (or a file
+    # holding "access key id" and "secret access key" on two lines).
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    s3_credentials_file: Path | None = None
+
+    # The cluster profile on one machine: the PostgreSQL server (each database of ours is
+    # created in it: `<pg_database_prefix>` for the project, `_airflow` for Airflow's metadata),
+    # Redis (the Celery broker, a database number of our own) and SeaweedFS (`weed mini`,
+    # started by `make up-cluster`, bound to 127.0.0.1 with its telemetry off).
+    pg_server_url: str = "postgresql+psycopg://postgres@127.0.0.1:5432"
+    pg_database_prefix: str = "visitshare"
+    redis_url: str = "redis://127.0.0.1:6379/7"
+    celery_workers: int = Field(2, ge=1, le=16)
+    seaweed_s3_port: int = Field(18333, ge=1, le=65535)
+    seaweed_iceberg_port: int = Field(18181, ge=1, le=65535)
+    seaweed_master_port: int = Field(19333, ge=1, le=65535)
+    seaweed_filer_port: int = Field(18888, ge=1, le=65535)
+    seaweed_volume_port: int = Field(19340, ge=1, le=65535)
+
+    # Lineage (OpenLineage events from every Airflow task): "file" writes them under
+    # `<home>/lineage/` (where auditors find them), "http" posts them to `lineage_url`
+    # (Marquez or any OpenLineage backend), "none" turns them off.
+    lineage_transport: Literal["file", "http", "none"] = "file"
+    lineage_url: str | None = None
     contracts_dir: Path = REPO_ROOT / "schemas"
     expectations_dir: Path = REPO_ROOT / "expectations"
     # Validation reads the raw zone in batches of about this many rows (bounded memory).
@@ -137,8 +173,8 @@ class Settings(BaseSettings):
     now: AwareDatetime | None = None
 
     @model_validator(mode="after")
-    def _kafka_client_settings_fit_together(self) -> Settings:
-        problems = kafka_problems(self)
+    def _settings_fit_together(self) -> Settings:
+        problems = kafka_problems(self) + storage_problems(self)
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -177,6 +213,50 @@ class Settings(BaseSettings):
         return _resolved(self.lake_dir or self.var / "lake")
 
     @property
+    def lake_uri(self) -> str | None:
+        """The lake on object storage ("s3://bucket/prefix", no trailing slash), or None when
+        it is the local directory `lake`."""
+        if self.lake_url:
+            return self.lake_url.rstrip("/")
+        if self.profile == "cluster" and self.lake_dir is None:
+            return "s3://visitshare/lake"
+        return None
+
+    @property
+    def s3_endpoint(self) -> str | None:
+        """The S3 endpoint: the setting, else the local SeaweedFS in the cluster profile."""
+        if self.s3_endpoint_url:
+            return self.s3_endpoint_url
+        if self.profile == "cluster":
+            return f"http://127.0.0.1:{self.seaweed_s3_port}"
+        return None
+
+    @property
+    def s3_credentials_path(self) -> Path | None:
+        """Where the S3 credentials are read from: the setting, else (cluster profile) the
+        file `make up-cluster` writes for the local SeaweedFS."""
+        if self.s3_credentials_file is not None:
+            return self.s3_credentials_file
+        if self.profile == "cluster":
+            return self.secrets_dir / "s3-credentials"
+        return None
+
+    def s3_credentials(self) -> tuple[str, str] | None:
+        """(access key id, secret access key), or None (the SDK's own chain: IAM role, env)."""
+        if self.s3_access_key_id and self.s3_secret_access_key is not None:
+            return self.s3_access_key_id, self.s3_secret_access_key.get_secret_value()
+        path = self.s3_credentials_path
+        if path is not None and path.is_file():
+            lines = path.read_text().split()
+            if len(lines) >= 2:
+                return lines[0], lines[1]
+        return None
+
+    def pg_database_url(self, suffix: str = "") -> str:
+        """The URL of one of our databases on the cluster profile's PostgreSQL server."""
+        return f"{self.pg_server_url.rstrip('/')}/{self.pg_database_prefix}{suffix}"
+
+    @property
     def reports_dir(self) -> Path:
         return self.var / "reports"
 
@@ -186,11 +266,19 @@ class Settings(BaseSettings):
 
     @property
     def db_url(self) -> str:
-        return self.database_url or f"sqlite:///{self.var / 'visitshare.db'}"
+        if self.database_url:
+            return self.database_url
+        if self.profile == "cluster":
+            return self.pg_database_url()
+        return f"sqlite:///{self.var / 'visitshare.db'}"
 
     @property
     def catalog_uri(self) -> str:
-        return self.catalog_url or f"sqlite:///{self.var / 'catalog.db'}"
+        if self.catalog_url:
+            return self.catalog_url
+        if self.profile == "cluster":
+            return self.pg_database_url()
+        return f"sqlite:///{self.var / 'catalog.db'}"
 
     @property
     def secrets_dir(self) -> Path:
@@ -261,6 +349,20 @@ def kafka_problems(s: Settings) -> list[str]:
             f"{_var('topic_replication_factor')}={s.topic_replication_factor}: "
             "no write with acks=all could ever succeed"
         )
+    return problems
+
+
+def storage_problems(s: Settings) -> list[str]:
+    """What is wrong with the object-storage settings together, each naming its variables."""
+    problems = []
+    if s.s3_credentials_file is not None and not s.s3_credentials_file.is_file():
+        problems.append(f"{_var('s3_credentials_file')}: no such file {s.s3_credentials_file}")
+    if (s.s3_access_key_id is None) != (s.s3_secret_access_key is None):
+        problems.append(
+            f"set both {_var('s3_access_key_id')} and {_var('s3_secret_access_key')}, or neither"
+        )
+    if s.lake_url is not None and not s.lake_url.startswith("s3://"):
+        problems.append(f"{_var('lake_url')}={s.lake_url}: only s3://bucket/prefix is supported")
     return problems
 
 

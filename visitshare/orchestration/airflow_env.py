@@ -97,6 +97,10 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     # Besides PATH above, the only read of os.environ in this module: task processes build
     # their own `Settings()` from VISITSHARE_* variables, so they must see the caller's.
     env.update({k: v for k, v in os.environ.items() if k.startswith("VISITSHARE_")})
+    # A checkout imported through PYTHONPATH (rather than the installed one) is the one
+    # Airflow's processes must import too.
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
 
 
