@@ -16,8 +16,6 @@ import json
 import os
 import secrets
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from visitshare.orchestration.airflow_env import VENV_BIN
@@ -96,16 +94,11 @@ def wait_ready(settings: Settings, timeout_s: float = 60.0, alive=lambda: True) 
     from visitshare.lake import s3_filesystem
 
     deadline = time.monotonic() + timeout_s
-    url = f"http://127.0.0.1:{settings.seaweed_s3_port}/"
     last: Exception | None = None
     while time.monotonic() < deadline:
         if not alive():
             raise RuntimeError(f"SeaweedFS exited while starting; see {seaweed_dir(settings)}")
         try:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-            except urllib.error.HTTPError:
-                pass  # an S3 error document: the gateway is up
             import pyarrow.fs as pafs
 
             s3_filesystem(settings).get_file_info(pafs.FileSelector(bucket(settings)))
