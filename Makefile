@@ -56,6 +56,15 @@ up: $(STAMP) ## Start the embedded stack in the background: broker, landing serv
 down: $(STAMP) ## Stop what `up` started (only our own processes)
 	$(BIN)/visitshare down
 
+up-cluster: $(STAMP) ## Start the cluster profile: SeaweedFS, Celery workers, Airflow on PostgreSQL/Redis
+	VISITSHARE_PROFILE=cluster $(BIN)/visitshare up
+
+run-cluster: $(STAMP) ## Run the main job on the cluster profile (PostgreSQL, Redis, SeaweedFS, Celery)
+	VISITSHARE_PROFILE=cluster $(BIN)/visitshare run
+
+down-cluster: $(STAMP) ## Stop what the cluster profile started (only our own processes)
+	VISITSHARE_PROFILE=cluster $(BIN)/visitshare down
+
 clean: ## Stop the broker, remove ./var and the virtualenv
 	-@test -x $(BIN)/visitshare && $(BIN)/visitshare down
 	rm -rf var $(VENV) .pytest_cache .ruff_cache .mypy_cache
@@ -66,4 +75,4 @@ lock: ## Re-resolve dependencies and rewrite constraints.txt
 	.lockenv/bin/python -m pip freeze --exclude-editable | grep -v '^#' > constraints.txt
 	rm -rf .lockenv
 
-.PHONY: help install debs run test test-dates lint up down clean lock
+.PHONY: help install debs run test test-dates lint up down up-cluster run-cluster down-cluster clean lock

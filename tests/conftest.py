@@ -143,6 +143,7 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     settings = Settings(home=home, profile="cluster", **ports)
     log = (home / "weed.log").open("wb")
     try:
+        seaweed.prepare(settings)
         proc = subprocess.Popen(
             seaweed.weed_argv(settings), stdout=log, stderr=subprocess.STDOUT, cwd=home
         )

@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     pg_database_prefix: str = "visitshare"
     redis_url: str = "redis://127.0.0.1:6379/7"
     celery_workers: int = Field(2, ge=1, le=16)
+    # This process's Celery worker name (the stack sets it for each worker it starts): task
+    # instances report it as their hostname, so two workers on one machine tell apart.
+    worker_name: str | None = None
     seaweed_s3_port: int = Field(18333, ge=1, le=65535)
     seaweed_iceberg_port: int = Field(18181, ge=1, le=65535)
     seaweed_master_port: int = Field(19333, ge=1, le=65535)
@@ -194,7 +197,10 @@ class Settings(BaseSettings):
 
     @property
     def var(self) -> Path:
-        return self.home.resolve()
+        """Local state; the cluster profile keeps its own (PID files, logs, Airflow's home,
+        SeaweedFS's data) under `<home>/cluster`, apart from the embedded stack's."""
+        root = self.home.resolve()
+        return root / "cluster" if self.profile == "cluster" else root
 
     @property
     def broker_dir(self) -> Path:

@@ -14,6 +14,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from visitshare.orchestration.cluster import celery_airflow_env, ensure_databases
 from visitshare.settings import REPO_ROOT, Settings
 
 # The venv's bin directory: `airflow`, and the interpreter its task processes run.
@@ -94,6 +95,8 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         # The venv first, so `airflow` and the interpreter of its task processes are ours.
         "PATH": os.pathsep.join(p for p in (str(VENV_BIN), os.environ.get("PATH")) if p),
     }
+    if settings.profile == "cluster":
+        env.update(celery_airflow_env(settings))
     # Besides PATH above, the only read of os.environ in this module: task processes build
     # their own `Settings()` from VISITSHARE_* variables, so they must see the caller's.
     env.update({k: v for k, v in os.environ.items() if k.startswith("VISITSHARE_")})
@@ -107,19 +110,27 @@ def airflow_env(settings: Settings) -> dict[str, str]:
 def ensure_metadata_db(settings: Settings) -> None:
     """Create or upgrade Airflow's metadata database if it is missing or from another Airflow.
 
-    Runs `airflow db migrate` (quietly) only when the SQLite file or the stamp recording the
-    Airflow version it was migrated with is missing or differs; otherwise it costs two stats.
-    Raises RuntimeError with the tail of Airflow's output when the migration fails.
+    Runs `airflow db migrate` (quietly) only when the database (the SQLite file, or on the
+    cluster profile the PostgreSQL database, created first if missing) or the stamp recording
+    the Airflow version and database it was migrated with is missing or differs; otherwise it
+    costs two stats. Raises RuntimeError with the tail of Airflow's output when it fails.
     """
     home = airflow_home(settings)
     stamp = home / "migrated-airflow-version"
-    wanted = version("apache-airflow")
-    if (home / "airflow.db").exists() and stamp.exists() and stamp.read_text() == wanted:
+    env = airflow_env(settings)
+    database = env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].split("?")[0]
+    wanted = f"{version('apache-airflow')} {database}"
+    if settings.profile == "cluster":
+        created = ensure_databases(settings)
+        exists = not created
+    else:
+        exists = (home / "airflow.db").exists()
+    if exists and stamp.exists() and stamp.read_text() == wanted:
         return
     home.mkdir(parents=True, exist_ok=True)
     result = subprocess.run(
         [str(VENV_BIN / "airflow"), "db", "migrate"],
-        env=airflow_env(settings),
+        env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -48,11 +48,16 @@ def ensure_credentials(settings: Settings) -> tuple[str, str]:
     return creds
 
 
-def s3_config(settings: Settings) -> Path:
-    """SeaweedFS's identity file: one identity (our keys) with every action, mode 600."""
+def s3_config_path(settings: Settings) -> Path:
+    return seaweed_dir(settings) / "s3.json"
+
+
+def prepare(settings: Settings) -> None:
+    """Before a start: our keys (generated once), SeaweedFS's identity file (one identity with
+    every action, mode 600) and its data directory."""
     key, secret = ensure_credentials(settings)
-    path = seaweed_dir(settings) / "s3.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = s3_config_path(settings)
+    (seaweed_dir(settings) / "data").mkdir(parents=True, exist_ok=True)
     identity = {
         "name": "visitshare",
         "credentials": [{"accessKey": key, "secretKey": secret}],
@@ -61,13 +66,12 @@ def s3_config(settings: Settings) -> Path:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         json.dump({"identities": [identity]}, f)
-    return path
 
 
 def weed_argv(settings: Settings) -> list[str]:
-    """`weed mini` on loopback, telemetry off, with our ports, data dir, identity and bucket."""
+    """`weed mini` on loopback, telemetry off, with our ports, data dir, identity and bucket
+    (what `prepare` writes)."""
     data = seaweed_dir(settings) / "data"
-    data.mkdir(parents=True, exist_ok=True)
     return [
         str(VENV_BIN / "weed"),
         "mini",
@@ -84,7 +88,7 @@ def weed_argv(settings: Settings) -> list[str]:
         "-webdav=false",
         "-admin.ui=false",
         f"-admin.port={settings.seaweed_master_port + 3}",
-        f"-s3.config={s3_config(settings)}",
+        f"-s3.config={s3_config_path(settings)}",
         f"-bucket={bucket(settings)}",
     ]
 

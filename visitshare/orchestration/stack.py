@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from visitshare.orchestration import cluster, seaweed
 from visitshare.orchestration.airflow_env import VENV_BIN, airflow_env, ensure_metadata_db
 from visitshare.settings import Settings
 
@@ -34,13 +35,17 @@ class Service:
     name: str
     argv: list[str]
     airflow: bool  # runs with Airflow's environment
+    env: tuple[tuple[str, str], ...] = ()  # this service's own variables, on top
 
 
 def services(settings: Settings, landing: bool = True, triggerer: bool = True) -> list[Service]:
     """In start order; `down` stops them in reverse. The landing service and the triggerer
     (which runs the landing watcher) make the stack event-driven, and the sharing server lets
-    partners read each release; `make run` needs none of them."""
+    partners read each release; `make run` needs none of them. The cluster profile adds
+    SeaweedFS (first: everything stores into it) and the Celery workers."""
     out = []
+    if settings.profile == "cluster":
+        out.append(Service("seaweedfs", seaweed.weed_argv(settings), False))
     visitshare = str(VENV_BIN / "visitshare")
     if landing:
         out.append(Service("landing", [visitshare, "land", "--follow"], False))
@@ -50,6 +55,27 @@ def services(settings: Settings, landing: bool = True, triggerer: bool = True) -
         Service("dag-processor", [airflow, "dag-processor"], True),
         Service("scheduler", [airflow, "scheduler"], True),
     ]
+    if settings.profile == "cluster":
+        # Each worker serves its task logs from the shared local disk through the API
+        # server (`--skip-serve-logs`: two log servers on one machine would share a port).
+        out += [
+            Service(
+                f"celery-worker-{i}",
+                [
+                    airflow,
+                    "celery",
+                    "worker",
+                    "--celery-hostname",
+                    cluster.worker_name(i),
+                    "--skip-serve-logs",
+                    "--without-mingle",
+                    "--without-gossip",
+                ],
+                True,
+                (("VISITSHARE_WORKER_NAME", cluster.worker_name(i)),),
+            )
+            for i in range(1, settings.celery_workers + 1)
+        ]
     if triggerer:
         out.append(Service("triggerer", [airflow, "triggerer"], True))
     if landing:
@@ -96,6 +122,7 @@ def start_service(settings: Settings, service: Service, extra_env: dict[str, str
     token = uuid.uuid4().hex
     env = airflow_env(settings) if service.airflow else dict(os.environ)
     env.update(extra_env)
+    env.update(service.env)
     env[TOKEN_VAR] = token
     log = log_path(settings, service.name)
     log.parent.mkdir(parents=True, exist_ok=True)
@@ -165,6 +192,8 @@ def up(
     from visitshare.producing.broker import ensure_broker
     from visitshare.producing.topics import apply_topics
 
+    if settings.profile == "cluster":
+        _up_cluster_storage(settings, say)
     ensure_broker(settings)
     apply_topics(settings)
     ensure_metadata_db(settings)
@@ -173,13 +202,37 @@ def up(
     extra = {}
     if "VISITSHARE_LAND_ROLL_SECONDS" not in os.environ:
         extra["VISITSHARE_LAND_ROLL_SECONDS"] = "5"
+    extra["VISITSHARE_PROFILE"] = settings.profile
     extra.update(env or {})
     states = {}
     for s in services(settings, landing, triggerer):
+        if s.name == "seaweedfs":
+            continue  # started above
         started = start_service(settings, s, extra)
         states[s.name] = "started" if started else "already running"
         say(f"{s.name}: {states[s.name]} (log {log_path(settings, s.name)})")
     return states
+
+
+def _up_cluster_storage(settings: Settings, say) -> None:
+    """The cluster profile's stores before anything else: PostgreSQL and Redis answer (the
+    machine's), our databases exist, SeaweedFS runs and its bucket exists, and the project
+    database carries the shared SQL tables with row-level security (`visitshare db apply`)."""
+    from visitshare.access.rls import apply
+
+    cluster.check_redis(settings)
+    created = cluster.ensure_databases(settings)
+    for name in created:
+        say(f"postgresql: created database {name}")
+    service = next(s for s in services(settings) if s.name == "seaweedfs")
+    seaweed.prepare(settings)
+    started = start_service(settings, service, {})
+    say(
+        f"seaweedfs: {'started' if started else 'already running'} (log {log_path(settings, 'seaweedfs')})"
+    )
+    seaweed.wait_ready(settings, alive=lambda: _process(settings, "seaweedfs") is not None)
+    report = apply(settings)
+    say(f"postgresql: {len(report.tables)} shared tables, {len(report.roles)} partner roles")
 
 
 def down(settings: Settings, stop_broker: bool = True, say=print) -> dict[str, bool]:

@@ -115,8 +115,9 @@ def plan(
         if (f.municipality_code, f.month) in touched:
             rows[f.municipality_code] += f.rows
     n = max(1, min(len(rows), settings.publish_workers * 2))  # one (empty) shard at least
-    if sum(rows.values()) < settings.publish_in_process_rows:
+    if settings.profile == "embedded" and sum(rows.values()) < settings.publish_in_process_rows:
         n = 1  # built in the publishing process: one shard reads each state file once
+    # (On the cluster profile every shard is a task of its own, spread over the workers.)
     bins: list[tuple[int, list[str]]] = [(0, []) for _ in range(n)]
     for muni in sorted(rows, key=lambda m: (-rows[m], m)):  # largest first, into the lightest
         i = min(range(n), key=lambda j: bins[j][0])
