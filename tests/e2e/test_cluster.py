@@ -64,7 +64,7 @@ def cluster_env(isolated_env, pg_server, monkeypatch):
 def _ours(settings: Settings) -> list[psutil.Process]:
     """Every live process of our services, with their children."""
     procs = []
-    for name, pid in stack.running(settings).items():
+    for pid in stack.running(settings).values():
         if pid is not None:
             p = psutil.Process(pid)
             procs += [p, *p.children(recursive=True)]
@@ -146,6 +146,6 @@ def test_run_cluster_lands_validates_and_releases_on_the_production_stack(cluste
     procs = _ours(settings)
     assert procs  # SeaweedFS at least is still up after the run
     stack.down(settings, say=lambda _: None)
-    gone, alive = psutil.wait_procs(procs, timeout=10)
+    _, alive = psutil.wait_procs(procs, timeout=10)
     assert not alive
     assert all(pid is None for pid in stack.running(settings).values())
