@@ -87,8 +87,17 @@ def run(
             "[yellow]events in the outbox are not on the topics yet: they land after "
             "`visitshare outbox flush`[/]"
         )
-    if status.embedded:
+    if settings.profile == "cluster":
+        console.print("the broker and SeaweedFS keep running; `make down-cluster` stops them")
+    elif status.embedded:
         console.print("the broker keeps running; `make down` stops it")
+
+
+def _safe_url(url: str) -> str:
+    """A database URL as printed: without its password."""
+    import sqlalchemy as sa
+
+    return sa.make_url(url).render_as_string(hide_password=True)
 
 
 def print_run_summary(settings: Settings, sent: dict, backlog: dict, outcome) -> None:
@@ -146,8 +155,8 @@ def print_run_summary(settings: Settings, sent: dict, backlog: dict, outcome) ->
     console.print(f"Data Docs: {docs or settings.reports_dir / 'data_docs' / 'index.html'}")
     console.print(f"disclosure report: {release_dir(settings, rel.id) / 'disclosure.html'}")
     console.print(
-        f"shared tables: Iceberg catalog {settings.catalog_uri} (data under "
-        f"{shared.warehouse(settings)}); SQL tables in {settings.db_url}"
+        f"shared tables: Iceberg catalog {_safe_url(settings.catalog_uri)} (data under "
+        f"{shared.warehouse(settings)}); SQL tables in {_safe_url(settings.db_url)}"
     )
     console.print(
         f"a ward pulls its view: .venv/bin/visitshare pull --partner shinjuku --release "
