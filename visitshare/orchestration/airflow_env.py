@@ -14,6 +14,7 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from visitshare.orchestration.lineage import lineage_env
 from visitshare.settings import REPO_ROOT, Settings
 
 # The venv's bin directory: `airflow`, and the interpreter its task processes run.
@@ -94,6 +95,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
         # The venv first, so `airflow` and the interpreter of its task processes are ours.
         "PATH": os.pathsep.join(p for p in (str(VENV_BIN), os.environ.get("PATH")) if p),
     }
+    env.update(lineage_env(settings))
     # Besides PATH above, the only read of os.environ in this module: task processes build
     # their own `Settings()` from VISITSHARE_* variables, so they must see the caller's.
     env.update({k: v for k, v in os.environ.items() if k.startswith("VISITSHARE_")})
