@@ -1,4 +1,4 @@
-"""OpenLineage: `lineage_env` per transport, and the events of one ingest + curate run."""
+"""OpenLineage: `lineage_env` per transport, and the events of one run of every DAG."""
 
 import json
 import os
@@ -8,6 +8,7 @@ import sys
 from collections import defaultdict
 
 import pytest
+import yaml
 
 from producers.publisher import Outgoing, Publisher
 from producers.simulator import SimConfig, Simulator
@@ -18,7 +19,7 @@ from visitshare.orchestration.airflow_env import airflow_env, airflow_home
 from visitshare.producing.topics import dataset_topics
 from visitshare.quality.validate import read_curated
 from visitshare.release.releases import get_release
-from visitshare.settings import Settings
+from visitshare.settings import REPO_ROOT, Settings
 
 
 def test_file_transport_appends_to_one_file_under_var(settings):
@@ -63,13 +64,37 @@ def test_none_disables_the_provider(monkeypatch):
     assert not (settings.var / "lineage").exists()
 
 
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "infra/deploy/helm").glob("*.yaml")))
+def test_the_helm_values_configure_what_lineage_env_does(monkeypatch, path):
+    monkeypatch.setenv("VISITSHARE_LINEAGE_TRANSPORT", "http")
+    monkeypatch.setenv("VISITSHARE_LINEAGE_URL", "http://marquez.lineage.svc:5000")
+    env = lineage.lineage_env(Settings())
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))["config"]["openlineage"]
+    assert {f"AIRFLOW__OPENLINEAGE__{k.upper()}": v for k, v in config.items()} == env
+
+
+def test_dataset_names_carry_no_credentials(monkeypatch):
+    monkeypatch.setenv("VISITSHARE_KAFKA_BOOTSTRAP", "kafka-1:9092,kafka-2:9092")
+    monkeypatch.setenv("VISITSHARE_LAKE_URL", "s3://visitshare/lake/")
+    monkeypatch.setenv("VISITSHARE_DATABASE_URL", "postgresql+psycopg://u:secret@pg:5433/vs?x=1")
+    monkeypatch.setenv("VISITSHARE_CATALOG_URL", "postgresql+psycopg://u:secret@pg/cat")
+    s = Settings()
+    assert lineage.topic(s, "visits.outcomes.v1") == ("kafka://kafka-1:9092", "visits.outcomes.v1")
+    assert lineage.lake(s, zones.raw_dir("t")) == ("s3://visitshare", "lake/raw/t")
+    assert lineage.sql_table(s, "x") == ("postgres://pg:5433", "vs.public.x")
+    assert lineage.iceberg_table(s, "shared.visits") == (
+        "iceberg+postgres://pg:5432/cat",
+        "shared.visits",
+    )
+
+
 def test_every_task_names_what_it_read_and_wrote(kafka_settings, contracts):
     s = kafka_settings
     events = list(Simulator(SimConfig(days=1, seed=13, bad_rate=0.05), contracts).events())
     with Publisher(s, contracts) as pub:
         published = pub.publish(Outgoing(e.dataset, e.payload) for e in events)
     with_events = set(published.delivered) | {dlq for dlq, _ in published.dead_lettered}
-    for dag_id in ("ingest_events", "curate_program_data"):
+    for dag_id in ("ingest_events", "curate_program_data", "maintain_tables"):
         out = subprocess.run(
             [sys.executable, "-m", "visitshare.cli", "airflow", "dags", "test", dag_id],
             capture_output=True, text=True, timeout=300, env=dict(os.environ),
@@ -125,16 +150,18 @@ def test_every_task_names_what_it_read_and_wrote(kafka_settings, contracts):
     }
 
     release = get_release(s, "latest")
+    iceberg = {tuple(lineage.iceberg_table(s, t["iceberg"])) for t in release.tables.values()}
     publish = done["curate_program_data.finalize_release"]
-    assert names(publish, "outputs") >= {
-        tuple(lineage.iceberg_table(s, t["iceberg"])) for t in release.tables.values()
-    }
+    assert names(publish, "outputs") >= iceberg
     assert lineage.sql_table(s, "shared_outcomes_town_month").namespace in {
         d["namespace"] for d in publish["outputs"]
     }
     staged = names(done["curate_program_data.build_release_shard"], "outputs")
     assert staged == names(publish, "inputs")
     assert all(name.startswith(f"{s.lake}/{zones.Zone.STAGING}/") for _, name in staged)
+
+    maintained = names(done["maintain_tables.maintain"], "inputs")
+    assert maintained >= iceberg | {lake(zones.validated_dir("visit_outcome"))}
 
     # Names only: no value of an identifying or free-text field of any event.
     personal = {

@@ -92,9 +92,10 @@ def lake(settings: Settings, path: PurePosixPath) -> Dataset:
 
 
 def iceberg_table(settings: Settings, identifier: str) -> Dataset:
-    """An Iceberg table (`namespace.table`) of the settings' catalog, named by its database."""
-    source, _ = _database(settings.catalog_uri)
-    return Dataset(f"iceberg+{source}", identifier)
+    """An Iceberg table (`namespace.table`) of the settings' catalog, named by the database
+    that holds the catalog (`iceberg+sqlite:///…/catalog.db`, `iceberg+postgres://host:port/db`)."""
+    source, database = _database(settings.catalog_uri)
+    return Dataset(f"iceberg+{source}" + (f"/{database}" if database else ""), identifier)
 
 
 def sql_table(settings: Settings, table: str) -> Dataset:
