@@ -155,6 +155,8 @@ def recorded(key: TaskKey) -> Recorded:
 
 
 def _add(datasets: tuple[Dataset, ...], outputs: bool) -> None:
+    """Add to the running task's record; outside an Airflow task Airflow raises RuntimeError
+    (there is no event to name them)."""
     from airflow.sdk import get_current_context
 
     entry = _recorded.setdefault(task_key(get_current_context()["ti"]), Recorded([], []))
