@@ -27,8 +27,13 @@ class Zone(StrEnum):
     SHARED = "shared"
 
 
+def raw_dir(topic: str) -> PurePosixPath:
+    """Every landed file of a topic (what lineage names as one dataset)."""
+    return PurePosixPath(Zone.RAW, topic)
+
+
 def raw_partition(topic: str, partition: int) -> PurePosixPath:
-    return PurePosixPath(Zone.RAW, topic, f"partition={partition}")
+    return raw_dir(topic) / f"partition={partition}"
 
 
 def raw_file(topic: str, partition: int, first: int, last: int, topic_id: str) -> PurePosixPath:
@@ -37,18 +42,25 @@ def raw_file(topic: str, partition: int, first: int, last: int, topic_id: str) -
     return raw_partition(topic, partition) / name
 
 
+def validated_dir(dataset: str) -> PurePosixPath:
+    return PurePosixPath(Zone.VALIDATED, dataset)
+
+
 def validated_file(dataset: str, municipality_code: str, month: str, batch: str) -> PurePosixPath:
-    return PurePosixPath(
-        Zone.VALIDATED,
-        dataset,
-        f"municipality_code={municipality_code}",
-        f"month={month}",
-        f"{batch}.parquet",
+    return (
+        validated_dir(dataset)
+        / f"municipality_code={municipality_code}"
+        / f"month={month}"
+        / f"{batch}.parquet"
     )
 
 
+def quarantine_dir(dataset: str) -> PurePosixPath:
+    return PurePosixPath(Zone.QUARANTINE, dataset)
+
+
 def quarantine_file(dataset: str, batch: str) -> PurePosixPath:
-    return PurePosixPath(Zone.QUARANTINE, dataset, f"{batch}.parquet")
+    return quarantine_dir(dataset) / f"{batch}.parquet"
 
 
 def seen_ids_file(dataset: str, batch: str) -> PurePosixPath:
@@ -69,8 +81,13 @@ def staging_dir(token: str) -> PurePosixPath:
     return PurePosixPath(Zone.STAGING, token)
 
 
+def staged_table(token: str, table: str) -> PurePosixPath:
+    """Every shard's file of one table of a release being built."""
+    return staging_dir(token) / table
+
+
 def staged_file(token: str, table: str, shard: int) -> PurePosixPath:
-    return staging_dir(token) / table / f"shard-{shard:03d}.parquet"
+    return staged_table(token, table) / f"shard-{shard:03d}.parquet"
 
 
 WAREHOUSE = PurePosixPath(Zone.SHARED)

@@ -15,6 +15,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 from visitshare.orchestration.cluster import celery_airflow_env, ensure_databases
+from visitshare.orchestration.lineage import lineage_env
 from visitshare.settings import REPO_ROOT, Settings
 
 # The venv's bin directory: `airflow`, and the interpreter its task processes run.
@@ -97,6 +98,7 @@ def airflow_env(settings: Settings) -> dict[str, str]:
     }
     if settings.profile == "cluster":
         env.update(celery_airflow_env(settings))
+    env.update(lineage_env(settings))
     # Besides PATH above, the only read of os.environ in this module: task processes build
     # their own `Settings()` from VISITSHARE_* variables, so they must see the caller's.
     env.update({k: v for k, v in os.environ.items() if k.startswith("VISITSHARE_")})

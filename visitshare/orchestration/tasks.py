@@ -2,7 +2,9 @@
 
 Each returns a small typed model (task logs and asset-event extras use it; the DAG hands its
 JSON form to XCom); the work itself is done by the packages (`consumers.landing`,
-`visitshare.quality`, `visitshare.release`).
+`visitshare.quality`, `visitshare.release`). Each also records, from the work's report, the
+datasets its run read and wrote (`visitshare.orchestration.lineage`): the task's OpenLineage
+events name them.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
+from visitshare.landing import zones
+from visitshare.orchestration import lineage
 from visitshare.producing.topics import dataset_topics
 from visitshare.quality.records import ValidationSummary
 from visitshare.release.models import Plan, ShardResult
@@ -52,6 +56,9 @@ def land_dataset(dataset: str, settings: Settings | None = None) -> LandSummary:
     settings = settings or Settings()
     contract = ContractRegistry.load(settings.contracts_dir).get(dataset)
     report = land(settings, dataset_topics(settings, contract))
+    landed = [t for t, rows in report.rows_by_topic().items() if rows]
+    lineage.read(*(lineage.topic(settings, t) for t in landed))
+    lineage.wrote(*(lineage.lake(settings, zones.raw_dir(t)) for t in landed))
     ranges: dict[str, dict[str, tuple[int, int]]] = {}
     for (t, partition), p in sorted(report.partitions.items()):
         if p.rows and p.first_offset is not None and p.last_offset is not None:
@@ -83,6 +90,11 @@ def validate_dataset(dataset: str, settings: Settings | None = None) -> Validati
 
     settings = settings or Settings()
     run = validate(settings, dataset)
+    lineage.read(*(lineage.lake(settings, zones.raw_dir(t)) for t in run.source_ranges))
+    if run.valid:
+        lineage.wrote(lineage.lake(settings, zones.validated_dir(dataset)))
+    if run.quarantined:
+        lineage.wrote(lineage.lake(settings, zones.quarantine_dir(dataset)))
     log.info(
         "validated %s: %d rows in, %d valid, %d quarantined (%d duplicates); by reason %s; "
         "data docs %s",
@@ -111,6 +123,8 @@ def plan_release(settings: Settings | None = None) -> Plan | None:
         log.info("nothing validated since the latest release: no release")
         return None
     claim_staging(settings, p.token, airflow=True)
+    # Planned from the manifest of these datasets' validated rows (their files are read later).
+    lineage.read(*_validated_zones(settings))
     log.info(
         "release plan %s: %d shards, %d validated rows (files up to id %d)",
         p.token,
@@ -127,6 +141,10 @@ def build_release_shard(plan: Plan, index: int, settings: Settings | None = None
 
     settings = settings or Settings()
     result = build_shard(settings, plan, index)
+    lineage.read(*(lineage.lake(settings, zones.validated_dir(d)) for d in result.field_reports))
+    lineage.wrote(
+        *(lineage.lake(settings, zones.staged_table(plan.token, t)) for t in result.staged)
+    )
     log.info(
         "shard %d (%s): %s; staged %d tables",
         index,
@@ -148,7 +166,13 @@ def finalize_release(
     from visitshare.release.publish import finalize
 
     settings = settings or Settings()
+    staged = dict.fromkeys(t for r in results for t in r.staged)
+    lineage.read(*(lineage.lake(settings, zones.staged_table(plan.token, t)) for t in staged))
     published = finalize(settings, plan, results, log.info)
+    for table in published.tables.values():
+        lineage.wrote(lineage.iceberg_table(settings, table["iceberg"]))
+        if table["sql"]:
+            lineage.wrote(lineage.sql_table(settings, table["sql"]))
     summary = ReleaseSummary(
         release_id=published.release_id,
         rows={name: t["rows"] for name, t in published.tables.items()},
@@ -165,10 +189,19 @@ def finalize_release(
 def maintain_tables(settings: Settings | None = None) -> MaintainReport:
     """Compact the validated zone, rewrite small Iceberg files, expire snapshots past
     retention, remove unreferenced files (`visitshare.release.maintain`)."""
+    from visitshare.release import shared
     from visitshare.release.maintain import maintain
 
     settings = settings or Settings()
     report = maintain(settings, log.info)
+    # Per zone and table, not per partition: the report counts what changed, not where.
+    validated = _validated_zones(settings)
+    tables = [lineage.iceberg_table(settings, t.iceberg) for t in shared.tables(settings)]
+    lineage.read(*validated, *tables)
+    if report.validated.partitions_compacted:
+        lineage.wrote(*validated)
+    if report.iceberg_partitions_rewritten or report.snapshots_expired:
+        lineage.wrote(*tables)
     for what, count in report.summary():
         log.info("%s: %s", what, count)
     for f in report.validated.failures:
@@ -178,3 +211,11 @@ def maintain_tables(settings: Settings | None = None) -> MaintainReport:
     for line in report.iceberg_skipped:
         log.warning("skipped: %s", line)
     return report
+
+
+def _validated_zones(settings: Settings) -> list[lineage.Dataset]:
+    """The validated zone of every dataset a release publishes."""
+    from visitshare.contracts.roles import record_contracts
+
+    records = record_contracts(settings.contracts_dir)
+    return [lineage.lake(settings, zones.validated_dir(c.name)) for c in records.values()]
