@@ -367,6 +367,8 @@ def storage_problems(s: Settings) -> list[str]:
         problems.append(
             f"set both {_var('s3_access_key_id')} and {_var('s3_secret_access_key')}, or neither"
         )
+    if s.lineage_transport == "http" and not s.lineage_url:
+        problems.append(f"{_var('lineage_transport')}=http needs {_var('lineage_url')}")
     if s.lake_url is not None and not s.lake_url.startswith("s3://"):
         problems.append(f"{_var('lake_url')}={s.lake_url}: only s3://bucket/prefix is supported")
     return problems
