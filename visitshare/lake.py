@@ -103,11 +103,10 @@ class Lake:
         as a path relative to the lake root; ValueError if it is outside the lake."""
         if "://" in location:
             url = urlparse(location)
-            path = unquote(url.path)
-            if url.scheme == "s3":
-                path = f"{url.netloc}{path}"
-            elif url.scheme != "file":
+            if url.scheme != ("file" if self.is_local else "s3"):
                 raise ValueError(f"{location}: not a location of this lake")
+            # file:// URIs are percent-encoded (Path.as_uri); an s3:// one holds the key as is
+            path = unquote(url.path) if self.is_local else f"{url.netloc}{url.path}"
         else:
             path = location
         if self.is_local and not path.startswith(self.root + "/"):

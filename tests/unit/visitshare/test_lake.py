@@ -85,11 +85,11 @@ def test_names_stay_inside_the_lake(lake):
     assert lake.relative(str(lake.local_path(rel))) == rel
     assert lake.uri().startswith("file:///")
     for outside in ("../x", "/etc/passwd", "a/../../x"):
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match="not a path inside the lake"):
             lake.read_bytes(outside)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not under the lake"):
         lake.relative("file:///etc/passwd")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not a location of this lake"):
         lake.relative("s3://bucket/elsewhere")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="whole lake"):
         lake.remove_tree("")
