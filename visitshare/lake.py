@@ -19,6 +19,7 @@ A file is never half-visible:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import posixpath
@@ -26,15 +27,18 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from visitshare.landing import files
 from visitshare.settings import Settings
+
+if TYPE_CHECKING:
+    import pyarrow.dataset
 
 Rel = str | PurePosixPath  # a path relative to the lake root, '/'-separated
 
@@ -137,9 +141,11 @@ class Lake:
         """The file for random access (`read_at`, `size`): ranges without reading it all."""
         return self.fs.open_input_file(self._path(rel))
 
-    def dataset(self, rels: list[str], schema: pa.Schema) -> ds.Dataset:
+    def dataset(self, rels: list[str], schema: pa.Schema) -> pyarrow.dataset.Dataset:
         """Parquet files as one dataset with `schema` (a column a file lacks reads as null);
         read lazily, in parallel, in this order."""
+        import pyarrow.dataset as ds  # imports pandas: not where landing can see it
+
         paths = [self._path(r) for r in rels]
         return ds.dataset(paths, schema=schema, format="parquet", filesystem=self.fs)
 
@@ -172,25 +178,26 @@ class Lake:
         table: pa.Table,
         rel: Rel,
         metadata: dict[str, str] | None = None,
-        replace: Callable[[str], bool] = lambda _: True,
+        replace: Callable[[str], bool] | None = None,
     ) -> tuple[int, str]:
         """Encode the table (`files.encode_parquet`) and write it (`write_bytes`)."""
         return self.write_bytes(files.encode_parquet(table, metadata), rel, replace)
 
     def write_bytes(
-        self, data: bytes | pa.Buffer, rel: Rel, replace: Callable[[str], bool] = lambda _: True
+        self, data: bytes | pa.Buffer, rel: Rel, replace: Callable[[str], bool] | None = None
     ) -> tuple[int, str]:
         """Write a whole file, never half-visible (see the module's docstring).
 
-        If the file exists, `replace(rel)` decides whether it may go (True, the default) or is
-        someone else's (False: FileExistsError). On object storage that check and the write
-        are two requests (S3 has no create-if-absent here): callers that race for a name
-        (landing) are kept apart by their manifest. Returns (bytes, sha256).
+        A file already there is replaced, unless `replace(rel)` says it is someone else's
+        (False: FileExistsError). On object storage that check and the write are two requests
+        (S3 has no create-if-absent here): callers that race for a name (landing) are kept
+        apart by their manifest. Returns (bytes, sha256).
         """
         rel = PurePosixPath(rel).as_posix()
         if self.is_local:
-            return files.write_file(data, self.local_path(rel), lambda _: replace(rel))
-        if self.exists(rel) and not replace(rel):
+            mine = (lambda _: replace(rel)) if replace is not None else (lambda _: True)
+            return files.write_file(data, self.local_path(rel), mine)
+        if replace is not None and self.exists(rel) and not replace(rel):
             raise FileExistsError(f"{self.uri(rel)} exists")
         digest = hashlib.sha256(data).hexdigest()
         with self.fs.open_output_stream(self._path(rel)) as out:
@@ -205,19 +212,14 @@ class Lake:
         else:
             self.write_bytes(self.read_bytes(rel), rel)
 
-    def remove(self, rel: Rel, missing_ok: bool = True) -> None:
-        """Delete a file (on local disk, its folder is fsynced: the removal survives a crash)."""
+    def remove(self, rel: Rel) -> None:
+        """Delete a file, if it is there (on local disk, its folder is fsynced: the removal
+        survives a crash)."""
         if self.is_local:
-            path = self.local_path(rel)
-            if not missing_ok and not path.exists():
-                raise FileNotFoundError(path)
-            files.remove(path)
+            files.remove(self.local_path(rel))
             return
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.fs.delete_file(self._path(rel))
-        except FileNotFoundError:
-            if not missing_ok:
-                raise
 
     def remove_tree(self, prefix: Rel) -> None:
         """Delete a folder and everything under it (nothing if there is none)."""

@@ -22,6 +22,7 @@ from producers.publisher import Outgoing, Publisher
 from producers.simulator import CORE_DATASETS, SimConfig, Simulator
 from tests.helpers import free_port
 from visitshare.access import tokens
+from visitshare.access.export import pull
 from visitshare.access.server import background
 from visitshare.db import engine_for
 from visitshare.db.tables import release_files
@@ -83,6 +84,10 @@ def test_a_release_lives_on_object_storage(kafka_settings, s3_lake, contracts):
         from_iceberg.num_rows,
         len(set(from_iceberg.column("municipality_code").to_pylist())),
     )
+
+    # `visitshare pull` exports from it (into a local folder of the partner's).
+    _, pulled = pull(settings, "police", "latest", "parquet", settings.var / "exports")
+    assert pulled["visits"][1] == from_iceberg.num_rows
 
     # The sharing server serves a data file from object storage, ranges included.
     issued = tokens.create(settings, "police", "1d")

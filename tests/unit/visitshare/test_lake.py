@@ -74,8 +74,6 @@ def test_listing_removal_and_touch(lake):
     lake.remove_tree("staging/t1")
     lake.remove("staging/t2/x")
     lake.remove("staging/t2/x")  # already gone: fine
-    with pytest.raises(FileNotFoundError):
-        lake.remove("staging/t2/x", missing_ok=False)
     assert lake.list("staging") == []
 
 
