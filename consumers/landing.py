@@ -29,7 +29,6 @@ import time
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import psutil
 import pyarrow as pa
@@ -38,9 +37,10 @@ from kafka.errors import KafkaError
 
 from visitshare.contracts import ContractRegistry
 from visitshare.db import engine_for
+from visitshare.lake import lake_for
 from visitshare.landing import manifest, zones
 from visitshare.landing.errors import LandingError
-from visitshare.landing.files import ParquetStream, write_file
+from visitshare.landing.files import ParquetStream
 from visitshare.landing.rawfile import (
     Decoder,
     arrow_without_pandas,
@@ -233,7 +233,7 @@ class Lander:
     ):
         self.settings = settings
         self.engine = engine_for(settings)
-        self.lake = settings.lake
+        self.lake = lake_for(settings)
         self.contracts = ContractRegistry.load(settings.contracts_dir)
         self.topics = topics or [settings.topic(t.name) for t in declared_topics(settings)]
         self.run_id = run_id or uuid.uuid4().hex[:12]
@@ -261,16 +261,16 @@ class Lander:
         return self._decoders[topic]
 
     def _check_lake_writable(self) -> None:
-        raw = self.lake / zones.Zone.RAW
+        raw = zones.Zone.RAW
         # Per process: the coordinator and its workers probe at the same moment.
-        probe = raw / f".probe-{self.run_id}-{os.getpid()}"
+        probe = f"{raw}/.probe-{self.run_id}-{os.getpid()}"
         try:
-            raw.mkdir(parents=True, exist_ok=True)
-            probe.write_bytes(b"")
-            probe.unlink(missing_ok=True)
+            self.lake.write_bytes(b"", probe)
+            self.lake.remove(probe)
         except OSError as exc:
             raise LandingError(
-                f"cannot write to the lake at {raw}: {exc.strerror}; nothing was landed"
+                f"cannot write to the lake at {self.lake.uri(raw)}: {exc.strerror or exc}; "
+                "nothing was landed"
             ) from None
 
     def _describe(self) -> dict[str, tuple[str, int]]:
@@ -523,12 +523,10 @@ class Lander:
     def _write(self, st: _Partition, closed: _OpenFile, gap_reason: str | None) -> manifest.RawFile:
         """Write one file, then commit it; remove it again if the commit is refused."""
         first, last = closed.first_offset, closed.last_offset
-        rel_path = zones.raw_file(st.topic, st.partition, first, last, st.topic_id)
-        path = self.lake / rel_path
-        rel = rel_path.as_posix()
-        nbytes, digest = write_file(
+        rel = zones.raw_file(st.topic, st.partition, first, last, st.topic_id).as_posix()
+        nbytes, digest = self.lake.write_bytes(
             closed.data,
-            path,
+            rel,
             # A file already there is a crashed run's leftover unless the manifest has it.
             replace=lambda _: rel not in manifest.landed_paths(self.engine, st.topic, st.partition),
         )
@@ -548,7 +546,7 @@ class Lander:
         try:
             manifest.record_file(self.engine, rf, gap_reason=gap_reason)
         except BaseException:
-            path.unlink(missing_ok=True)  # ours, never committed: no reader knows it
+            self.lake.remove(rel)  # ours, never committed: no reader knows it
             raise
         return rf
 
@@ -583,19 +581,18 @@ class Lander:
         for topic, (topic_id, count) in meta.items():
             resume = manifest.next_offsets(self.engine, topic, topic_id)
             for p in range(count):
-                folder = self.lake / zones.raw_partition(topic, p)
-                if not folder.is_dir():
+                files = self.lake.list(zones.raw_partition(topic, p), recursive=False)
+                if not files:
                     continue
                 committed = manifest.landed_paths(self.engine, topic, p)
                 prefix = topic_id.replace("-", "")[:12]
-                for path in folder.iterdir():
-                    rel = path.relative_to(self.lake).as_posix()
-                    name = path.name
+                for f in files:
+                    rel, name = f.path, f.path.rsplit("/", 1)[-1]
                     if name.startswith("."):
                         pid = name.rsplit(".", 2)[-2] if name.endswith(".tmp") else ""
                         stale = not (pid.isdigit() and psutil.pid_exists(int(pid)))
-                        if stale or _age(path, now) > 600:
-                            path.unlink(missing_ok=True)
+                        if stale or now - f.mtime > 600:
+                            self.lake.remove(rel)
                             removed += 1
                         continue
                     if rel in committed or not name.endswith(".parquet"):
@@ -603,9 +600,9 @@ class Lander:
                     first = int(name.split("-", 1)[0])
                     superseded = p in resume and first < resume[p]
                     other_incarnation = not name.endswith(f".{prefix}.parquet")
-                    if superseded or other_incarnation or _age(path, now) > 600:
+                    if superseded or other_incarnation or now - f.mtime > 600:
                         log.info("removing orphan %s (written, never committed)", rel)
-                        path.unlink(missing_ok=True)
+                        self.lake.remove(rel)
                         removed += 1
         return removed
 
@@ -771,12 +768,3 @@ def landing_status(settings: Settings, timeout_s: float = 10.0) -> list[Partitio
         return out
     finally:
         consumer.close()
-
-
-def _age(path: Path, now: float) -> float:
-    """Seconds since the file was last written; 0 if it is gone meanwhile (another lander
-    renamed or removed its temporary file between the listing and this look)."""
-    try:
-        return now - path.stat().st_mtime
-    except FileNotFoundError:
-        return 0.0

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from tests.helpers import validated_zone
 from visitshare.db import engine_for
 from visitshare.db.tables import content_seq, curated_files, release_files, validation_batches
+from visitshare.lake import lake_for
 from visitshare.landing.files import write_parquet
 from visitshare.quality.compact import REMOVED, REPLACED, content_checksum
 from visitshare.quality.validate import read_curated
@@ -353,11 +354,13 @@ def test_a_rewrite_no_release_adopted_is_undone_by_recovery(settings, contracts)
 
 
 def _all_referenced_exist(settings) -> None:
-    cat = shared.catalog(settings)
+    cat, lake = shared.catalog(settings), lake_for(settings)
     for spec in shared.tables(settings):
         if cat.table_exists(spec.iceberg):
             missing = [
-                p for p in referenced_files(cat.load_table(spec.iceberg)) if not Path(p).exists()
+                p
+                for p in referenced_files(lake, cat.load_table(spec.iceberg))
+                if not lake.exists(p)
             ]
             assert not missing, (spec.iceberg, missing[:3])
 

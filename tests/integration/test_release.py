@@ -76,7 +76,7 @@ def test_release_has_no_personal_data_and_is_k_anonymous(settings, contracts):
     }
     assert pulled["police"][0] == 1
 
-    texts = _texts_under(shared.warehouse(settings))  # Iceberg data and metadata files
+    texts = _texts_under(settings.lake / "shared")  # Iceberg data and metadata files
     texts |= _texts_under(settings.reports_dir / "releases")
     texts |= _texts_under(settings.var / "exports")
     with engine_for(settings).connect() as conn:

@@ -24,7 +24,7 @@ STAGES = [
     ("db", ("visitshare.db", "visitshare.processes")),
     ("contracts", ("visitshare.contracts",)),
     ("producing", ("visitshare.producing", "producers")),
-    ("landing", ("visitshare.landing", "consumers.landing")),
+    ("landing", ("visitshare.landing", "visitshare.lake", "consumers.landing")),
     ("quality", ("visitshare.quality",)),
     ("release", ("visitshare.release",)),
     ("access", ("visitshare.access", "consumers.partner_reader")),

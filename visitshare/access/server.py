@@ -22,16 +22,25 @@ import logging
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import PurePosixPath
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    Response,
+    StreamingResponse,
+)
 from starlette.concurrency import run_in_threadpool
 
 from visitshare.access import accesslog, sharing, tokens
 from visitshare.access.sharing import SharingError, bad_request
 from visitshare.access.signing import Grant, url_key
+from visitshare.lake import Lake, lake_for
+from visitshare.landing import zones
 from visitshare.release import shared
 from visitshare.settings import Settings
 
@@ -297,11 +306,14 @@ def create_app(settings: Settings) -> FastAPI:
             raise denied
         if not sharing.file_grantable(settings, who.partner, path):
             raise denied
-        location = shared.warehouse(settings) / path
-        if not location.is_file():
+        lake = lake_for(settings)
+        rel = zones.WAREHOUSE / path
+        if not lake.exists(rel):
             raise sharing.not_found("the file")
         request.state.log.update(files=1)
-        return FileResponse(location, media_type="application/octet-stream")
+        if lake.is_local:  # sent by the kernel (sendfile), ranges answered by Starlette
+            return FileResponse(lake.local_path(rel), media_type="application/octet-stream")
+        return _object_response(lake, rel, request)
 
     @app.get(PREFIX + "/dashboard", response_class=HTMLResponse)
     def dashboard(request: Request, version: int | None = None):
@@ -313,6 +325,58 @@ def create_app(settings: Settings) -> FastAPI:
         return HTMLResponse(render_dashboard(settings, who.partner, release))
 
     return app
+
+
+def _object_response(lake: Lake, rel: PurePosixPath, request: Request) -> Response:
+    """A file from object storage, streamed through the lake: all of it, or the one byte
+    range asked for (how Parquet readers fetch a footer; several ranges get the whole file)."""
+    source = lake.open_input(rel)
+    size = source.size()
+    start, end = 0, size - 1
+    headers = {"accept-ranges": "bytes"}
+    wanted = _byte_range(request.headers.get("range", ""), size)
+    if isinstance(wanted, str):  # "unsatisfiable"
+        source.close()
+        return Response(status_code=416, headers={"content-range": f"bytes */{size}"})
+    if wanted is not None:
+        start, end = wanted
+        headers["content-range"] = f"bytes {start}-{end}/{size}"
+    headers["content-length"] = str(end - start + 1)
+    status = 200 if wanted is None else 206
+    if request.method == "HEAD":
+        source.close()
+        return Response(status_code=status, headers=headers)
+
+    def chunks() -> Iterator[bytes]:
+        try:
+            for offset in range(start, end + 1, CHUNK):
+                yield source.read_at(min(CHUNK, end + 1 - offset), offset)
+        finally:
+            source.close()
+
+    return StreamingResponse(
+        chunks(), status_code=status, headers=headers, media_type="application/octet-stream"
+    )
+
+
+CHUNK = 1 << 20  # bytes read from object storage at a time
+
+
+def _byte_range(header: str, size: int) -> tuple[int, int] | str | None:
+    """The (first, last) byte of a single `Range: bytes=...` header; None: the whole file
+    (no header, several ranges, or one that does not parse); "unsatisfiable"."""
+    unit, _, spec = header.partition("=")
+    first, dash, last = spec.strip().partition("-")
+    digits = all(part.isdigit() for part in (first, last) if part)
+    if unit.strip().lower() != "bytes" or not dash or not digits or not (first or last):
+        return None
+    if not first:  # the last N bytes
+        n = int(last)
+        return (max(0, size - n), size - 1) if n and size else "unsatisfiable"
+    lo, hi = int(first), int(last) if last else size - 1
+    if lo >= size or hi < lo:
+        return "unsatisfiable"
+    return lo, min(hi, size - 1)
 
 
 def serve(

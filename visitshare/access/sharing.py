@@ -19,8 +19,7 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from urllib.parse import unquote, urlparse
+from pathlib import PurePosixPath
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -28,6 +27,8 @@ import sqlalchemy as sa
 from visitshare.access.partners import Partner
 from visitshare.db import engine_for
 from visitshare.db.tables import release_files, releases
+from visitshare.lake import Lake, lake_for
+from visitshare.landing import zones
 from visitshare.release import shared
 from visitshare.settings import Settings
 
@@ -210,10 +211,10 @@ class SharedFile:
         return hashlib.sha256(self.path.encode()).hexdigest()[:32]
 
 
-def _relative(settings: Settings, location: str) -> str:
-    """An Iceberg data file location as a path under the warehouse."""
-    path = Path(unquote(urlparse(location).path)) if "://" in location else Path(location)
-    return path.resolve().relative_to(shared.warehouse(settings).resolve()).as_posix()
+def _relative(lake: Lake, location: str) -> str:
+    """An Iceberg data file location (file://, s3:// or a plain path) as a path under the
+    warehouse."""
+    return PurePosixPath(lake.relative(location)).relative_to(zones.WAREHOUSE).as_posix()
 
 
 def files_for(
@@ -232,19 +233,21 @@ def files_for(
         q = q.where(release_files.c.municipality_code == partner.municipality_code)
     with engine_for(settings).connect() as conn:
         rows = conn.execute(q.order_by(release_files.c.period, release_files.c.path)).all()
-    return [
-        SharedFile(_relative(settings, r.path), r.municipality_code, r.rows, r.bytes) for r in rows
-    ]
+    lake = lake_for(settings)
+    return [SharedFile(_relative(lake, r.path), r.municipality_code, r.rows, r.bytes) for r in rows]
 
 
 def file_grantable(settings: Settings, partner: Partner, path: str) -> bool:
     """Whether `path` is a data file of a shared table that holds rows the partner may read:
     the file endpoint asks this again for every download, whatever the URL says."""
-    location = (shared.warehouse(settings) / path).resolve()
+    try:
+        locations = _locations(lake_for(settings), zones.WAREHOUSE / path)
+    except ValueError:  # a path out of the warehouse
+        return False
     with engine_for(settings).connect() as conn:
         rows = conn.execute(
             sa.select(release_files.c.table_name, release_files.c.municipality_code).where(
-                release_files.c.path.in_([f"file://{location.as_posix()}", str(location)])
+                release_files.c.path.in_(locations)
             )
         ).all()
     for table_name, muni in rows:
@@ -255,3 +258,13 @@ def file_grantable(settings: Settings, partner: Partner, path: str) -> bool:
             continue
         return True
     return False
+
+
+def _locations(lake: Lake, rel: PurePosixPath) -> list[str]:
+    """How Iceberg metadata (`release_files.path`) may spell the location of a lake file."""
+    if not lake.is_local:
+        return [lake.uri(rel)]
+    path = lake.local_path(rel).resolve()
+    if not path.is_relative_to(lake.local_path(zones.WAREHOUSE)):
+        raise ValueError(f"{rel} is not in the warehouse")
+    return [path.as_uri(), f"file://{path.as_posix()}", str(path)]

@@ -32,10 +32,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from visitshare.bench import BenchResult, Meter, broker_pid, now_iso, peak_rss_mb
+from visitshare.lake import lake_for
 from visitshare.settings import Settings
 
 BASELINE_S = 300.0
@@ -89,8 +89,9 @@ def _released_event_ids(settings: Settings, after_upto: int, upto: int) -> set[s
             .all()
         )
     ids: set[str] = set()
+    lake = lake_for(settings)
     for p in paths:
-        ids.update(pq.read_table(settings.lake / p, columns=["event_id"]).column(0).to_pylist())
+        ids.update(lake.read_table(p, columns=["event_id"]).column(0).to_pylist())
     return ids
 
 
@@ -149,7 +150,8 @@ def _check_complete(work: Settings, source: Path) -> None:
             ).scalars()
         )
     paths += [f.path for f in manifest.files(engine)]
-    missing = [p for p in paths if not (work.lake / p).exists()]
+    lake = lake_for(work)
+    missing = [p for p in paths if not lake.exists(p)]
     if missing:
         raise RuntimeError(
             f"{source} lacks {len(missing)} file(s) its databases record (e.g. {missing[0]}); "

@@ -71,6 +71,7 @@ def _child(kind: str, home: str, contracts: str = "", now: str = "") -> dict:
 
         from visitshare.db import engine_for
         from visitshare.db.tables import curated_files
+        from visitshare.lake import lake_for
 
         with engine_for(settings).connect() as conn:
             paths = (
@@ -84,8 +85,9 @@ def _child(kind: str, home: str, contracts: str = "", now: str = "") -> dict:
         out.mkdir(parents=True, exist_ok=True)
         started, cpu0 = time.perf_counter(), _cpu_seconds()
         rows = 0
+        lake = lake_for(settings)
         for i, p in enumerate(paths):
-            table = pq.read_table(settings.lake / p)
+            table = lake.read_table(p)
             pq.write_table(table, out / f"{i}.parquet")
             rows += table.num_rows
         seconds, cpu = time.perf_counter() - started, _cpu_seconds() - cpu0

@@ -44,8 +44,8 @@ def write_raw_files(
 
     from consumers.landing import Lander
     from visitshare.db import engine_for
+    from visitshare.lake import lake_for
     from visitshare.landing import manifest, zones
-    from visitshare.landing.files import write_parquet
     from visitshare.landing.rawfile import complete_table, kafka_batch
 
     engine = engine_for(settings)
@@ -75,9 +75,8 @@ def write_raw_files(
     kafka = pa.Table.from_batches([kafka_batch(topic, partition, records)])
     table = complete_table(kafka, Lander(settings).decoder(topic))
     last = first + len(values) - 1
-    path = settings.lake / zones.raw_file(topic, partition, first, last, topic_id)
-    nbytes, digest = write_parquet(table, path)
-    rel = path.relative_to(settings.lake).as_posix()
+    rel = zones.raw_file(topic, partition, first, last, topic_id).as_posix()
+    nbytes, digest = lake_for(settings).write_parquet(table, rel)
     manifest.record_file(
         engine,
         manifest.RawFile(
@@ -175,15 +174,17 @@ def _child(kind: str, home: str) -> dict:
         import pyarrow.parquet as pq
 
         from visitshare.db import engine_for
+        from visitshare.lake import lake_for
         from visitshare.landing import manifest
 
         files = manifest.files(engine_for(settings))
         out = settings.var / "copy"
         out.mkdir(parents=True, exist_ok=True)
         rows = 0
+        lake = lake_for(settings)
         with Meter() as meter:
             for i, f in enumerate(files):
-                table = pq.read_table(settings.lake / f.path)
+                table = lake.read_table(f.path)
                 pq.write_table(table, out / f"{i}.parquet")
                 rows += table.num_rows
         detail = {"files": len(files)}

@@ -30,6 +30,7 @@ def land(
     import threading
 
     from consumers.landing import land as run_land
+    from visitshare.lake import lake_for
 
     if follow == drain:
         raise UserError("choose one of --drain (land what is there, exit) or --follow (a service)")
@@ -39,7 +40,8 @@ def land(
     if follow:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: stop.set())
-        console.print(f"landing {settings.bootstrap} → {settings.lake}/raw until SIGTERM")
+        raw = lake_for(settings).uri("raw")
+        console.print(f"landing {settings.bootstrap} → {raw} until SIGTERM")
     report = run_land(settings, topic or None, follow=follow, stop=stop)
     print_land_report(report)
 
@@ -47,11 +49,13 @@ def land(
 def status(ctx: typer.Context) -> None:
     """Per topic-partition: broker high watermark, landed offset, lag, last file."""
     from consumers.landing import landing_status
+    from visitshare.lake import lake_for
 
     settings: Settings = ctx.obj
     rows = landing_status(settings)
     table = Table(
-        title=f"Landing status ({settings.bootstrap} → {settings.lake})", title_justify="left"
+        title=f"Landing status ({settings.bootstrap} → {lake_for(settings).uri()})",
+        title_justify="left",
     )
     for col in ("topic", "part", "high watermark", "landed", "lag", "last file", "landed at (UTC)"):
         table.add_column(

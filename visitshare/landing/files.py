@@ -1,7 +1,9 @@
-"""Writing Parquet files into the lake: whole, fsynced, and never half-visible.
+"""Parquet files of the lake: how they are encoded, and how one is written on local disk,
+whole, fsynced and never half-visible.
 
-Every zone (raw, validated, quarantine, shared) writes through `write_parquet`, so a reader
-never sees a partial file and a crash leaves at most a temporary file behind.
+Every zone writes through `visitshare.lake.Lake`, which encodes here (`encode_parquet`) and,
+on local disk, writes with `write_file`: a reader never sees a partial file and a crash leaves
+at most a temporary file behind.
 """
 
 from __future__ import annotations
@@ -102,7 +104,7 @@ def write_parquet(
 
 
 def write_file(
-    data: pa.Buffer, path: Path, replace: Callable[[Path], bool] = lambda _: True
+    data: bytes | pa.Buffer, path: Path, replace: Callable[[Path], bool] = lambda _: True
 ) -> tuple[int, str]:
     """Write the file under a temporary name, fsync it, then link it into place.
 

@@ -1,6 +1,7 @@
 """The lake's zones and where each file goes: every path in the lake is named here, once.
 
-Paths are relative to the lake root (`settings.lake`), which is how manifests record them:
+Paths are relative to the lake root (local `settings.lake` or `settings.lake_uri` on object
+storage, `visitshare.lake`), which is how manifests record them:
 
     raw/<topic>/partition=<p>/<first>-<last>.<topic id>.parquet     landing (police only)
     validated/<dataset>/municipality_code=<c>/month=<YYYY-MM>/<batch>.parquet

@@ -12,7 +12,7 @@ same schema and the same rows:
   next release, and every release plan that included the old files includes the new one;
 - rows in sequence order, then in each file's own order (how a release reads them);
 - verified before it counts: every old file must still match its recorded SHA-256, and the new
-  file, read back from disk, must have their schema, their row count and their content
+  file, read back from the lake, must have their schema, their row count and their content
   checksum (order-independent, over every column). Otherwise the new file is deleted, the old
   files stay, and the partition is reported as failed; the other partitions go on;
 - committed in one transaction under the publish lock: the new `curated_files` row (batch
@@ -20,7 +20,7 @@ same schema and the same rows:
   validated zone's lineage keeps every file validation wrote (`validated_lineage()`); readers
   of zone `validated` see the new file only, so nothing counts twice.
 
-The replaced files stay on disk for `REPLACED_TTL` (a release planned before the compaction may
+The replaced files stay in the lake for `REPLACED_TTL` (a release planned before the compaction may
 still be reading them). A later run deletes them and moves their rows to zone `compacted-gone`.
 """
 
@@ -29,7 +29,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 import uuid
 from collections import defaultdict
@@ -46,8 +45,8 @@ from pydantic import BaseModel
 
 from visitshare.db import engine_for
 from visitshare.db.tables import content_seq, curated_files
+from visitshare.lake import lake_for
 from visitshare.landing import zones
-from visitshare.landing.files import remove, write_parquet
 from visitshare.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -220,8 +219,9 @@ def _compact_partition(
     """Read, check and group the partition's files by schema (a contract change starts a new
     group: files of two schemas are never merged), then compact each group."""
     groups: dict[pa.Schema, list[tuple[sa.Row, pa.Table]]] = {}
+    lake = lake_for(settings)
     for f in members:  # in sequence order
-        data = (settings.lake / f.path).read_bytes()
+        data = lake.read_bytes(f.path)
         if hashlib.sha256(data).hexdigest() != f.sha256:
             raise _Failed(f"{f.path} differs from its recorded SHA-256", checksum=True)
         table = pq.read_table(pa.BufferReader(data))
@@ -245,10 +245,10 @@ def _compact_group(
     combined = pa.concat_tables([t for _, t in group])
     checksum = content_checksum(combined)
     rel = zones.validated_file(dataset, muni, month, f"{BATCH}-{uuid.uuid4().hex}").as_posix()
-    path = settings.lake / rel
-    nbytes, digest = write_parquet(combined, path, replace=lambda _: False)
+    lake = lake_for(settings)
+    nbytes, digest = lake.write_parquet(combined, rel, replace=lambda _: False)
     try:
-        back = pq.read_table(path)
+        back = lake.read_table(rel)
         if not back.schema.equals(schema, check_metadata=True):
             raise _Failed(f"{rel}: read back with another schema", checksum=True)
         if back.num_rows != combined.num_rows:
@@ -261,7 +261,7 @@ def _compact_group(
         old = [f for f, _ in group]
         ids = [f.id for f in old]
         for f in old:  # the replaced files' age counts from now (REPLACED_TTL)
-            os.utime(settings.lake / f.path)
+            lake.touch(f.path)
         with lock(), engine_for(settings).begin() as conn:
             moved = conn.execute(
                 curated_files.update()
@@ -287,7 +287,7 @@ def _compact_group(
                 )
             )
     except BaseException:
-        remove(path)
+        lake.remove(rel)
         raise
     report.partitions_compacted += 1
     report.files_before += len(old)
@@ -312,18 +312,17 @@ def remove_replaced(settings: Settings, ttl: timedelta = REPLACED_TTL) -> tuple[
             )
         ).all()
     gone, freed = [], 0
+    lake = lake_for(settings)
     for r in rows:
-        path = settings.lake / r.path
-        try:
-            stat = path.stat()
-        except FileNotFoundError:
+        stat = lake.stat(r.path)
+        if stat is None:
             gone.append(r.id)  # removed by an earlier run that died before marking it
             continue
-        if time.time() - stat.st_mtime <= ttl.total_seconds():
+        if time.time() - stat.mtime <= ttl.total_seconds():
             continue
-        remove(path)
+        lake.remove(r.path)
         gone.append(r.id)
-        freed += stat.st_size
+        freed += stat.size
     if gone:
         with engine.begin() as conn:
             conn.execute(

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from visitshare.contracts import PiiClass
 from visitshare.db.locks import named_lock
 from visitshare.db.tables import curated_files
-from visitshare.landing.files import remove, write_parquet
+from visitshare.lake import lake_for
 from visitshare.producing.topics import is_dlq
 from visitshare.quality.gxrun import ReportsSite
 from visitshare.quality.records import RunStatus, ValidationRun
@@ -53,9 +52,10 @@ def counts(settings: Settings, dataset: str | None = None) -> list[QuarantineCou
     from visitshare.db import engine_for
 
     tally: Counter = Counter()
+    lake = lake_for(settings)
     with engine_for(settings).connect() as conn:
         for f in _quarantine_files(conn, dataset):
-            reasons = pq.read_table(settings.lake / f["path"], columns=["reasons"]).column(0)
+            reasons = lake.read_table(f["path"], columns=["reasons"]).column(0)
             for rs in reasons.to_pylist():
                 for r in rs:
                     tally[(f["dataset"], r)] += 1
@@ -88,9 +88,10 @@ def rows(
         f.name for f in contract.fields if f.pii in (PiiClass.DIRECT_IDENTIFIER, PiiClass.FREE_TEXT)
     }
     out = []
+    lake = lake_for(settings)
     with engine_for(settings).connect() as conn:
         for f in _quarantine_files(conn, dataset):
-            for row in pq.read_table(settings.lake / f["path"]).to_pylist():
+            for row in lake.read_table(f["path"]).to_pylist():
                 if reason and reason not in row["reasons"]:
                     continue
                 event, _, _ = decode_value(row["kafka_value"])
@@ -132,7 +133,7 @@ def _release(settings: Settings, v: Validator, reason: str | None) -> Validation
     with v.engine.connect() as conn:
         files = _quarantine_files(conn, v.dataset)
     for f in files:
-        table = pq.read_table(settings.lake / f["path"])
+        table = v.lake.read_table(f["path"])
         reasons = table.column("reasons").to_pylist()
         candidate = np.array(
             [
@@ -191,9 +192,9 @@ def _release(settings: Settings, v: Validator, reason: str | None) -> Validation
 
 def _commit_release(v: Validator, f, remaining: pa.Table, written: list[dict]) -> None:
     now = v.clock.now()
-    path = v.lake / f["path"]
+    path = f["path"]
     if remaining.num_rows:
-        nbytes, digest = write_parquet(
+        nbytes, digest = v.lake.write_parquet(
             remaining, path, {"zone": "quarantine", "contract": v.contract.id}
         )
     with v.engine.begin() as conn:
@@ -220,4 +221,4 @@ def _commit_release(v: Validator, f, remaining: pa.Table, written: list[dict]) -
                 ],
             )
     if not remaining.num_rows:
-        remove(path)
+        v.lake.remove(path)

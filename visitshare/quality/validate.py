@@ -32,7 +32,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from visitshare.contracts import Contract, ContractRegistry, Reason, arrow_schema
@@ -44,8 +43,8 @@ from visitshare.db.tables import (
     validation_batches,
     validation_runs,
 )
+from visitshare.lake import Lake, lake_for
 from visitshare.landing import manifest, zones
-from visitshare.landing.files import remove, write_parquet
 from visitshare.processes import process_pool
 from visitshare.producing.topics import DLQ_SUFFIX, dataset_topics
 from visitshare.quality.contract import ContractCheck, reason_of_rule
@@ -133,7 +132,7 @@ class Validator:
         self.dataset = self.contract.name
         self.topic = settings.topic(self.contract.topic)
         self.topics = dataset_topics(settings, self.contract)
-        self.lake = settings.lake
+        self.lake = lake_for(settings)
         self.clock = settings.clock
         self.run_id = self.clock.now().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
         self._runner: SuiteRunner | None = None  # created where batches are validated
@@ -226,9 +225,7 @@ class Validator:
         plans = []
         for files in batches:
             cols = ["kafka_topic", "parse_status", "event_id"]
-            t = pa.concat_tables(
-                [pq.read_table(self.lake / f.path, columns=cols) for _, f in files]
-            )
+            t = pa.concat_tables([self.lake.read_table(f.path, columns=cols) for _, f in files])
             candidates = (
                 ~pc.ends_with(t.column("kafka_topic"), DLQ_SUFFIX).to_numpy(zero_copy_only=False)
                 & pc.is_in(t.column("parse_status"), pa.array(["ok", "type_mismatch"])).to_numpy(
@@ -272,7 +269,7 @@ class Validator:
                 .scalars()
                 .all()
             )
-        arrays = [pq.read_table(self.lake / p).column("event_id").combine_chunks() for p in paths]
+        arrays = [self.lake.read_table(p).column("event_id").combine_chunks() for p in paths]
         return pa.concat_arrays(arrays) if arrays else pa.array([], pa.string())
 
     # -- one batch (in a worker process, or here) ---------------------------------------------------
@@ -281,7 +278,7 @@ class Validator:
 
         # The bulky original bytes are read only for the rows that end in quarantine. Each file
         # with its own columns: one landed before a contract version added fields lacks them.
-        paths = [self.lake / f.path for _, f in plan.files]
+        paths = [f.path for _, f in plan.files]
         raw = self.conform(
             pa.concat_tables([self._read_light(p) for p in paths], promote_options="default")
         )
@@ -304,7 +301,11 @@ class Validator:
         is_dlq = pc.ends_with(raw.column("kafka_topic"), DLQ_SUFFIX).to_numpy(zero_copy_only=False)
         dlq_rows = np.flatnonzero(is_dlq)
         if len(dlq_rows):
-            headers = _heavy_rows(paths, starts, dlq_rows, ["kafka_headers"]).column(0).to_pylist()
+            headers = (
+                _heavy_rows(self.lake, paths, starts, dlq_rows, ["kafka_headers"])
+                .column(0)
+                .to_pylist()
+            )
             why = {
                 int(i): _producer_reason({e["key"]: e["value"] for e in hs or []})
                 for i, hs in zip(dlq_rows, headers, strict=True)
@@ -316,7 +317,7 @@ class Validator:
         # 3. The producer's contract check on everything else, the suite on what passes it.
         rest = np.flatnonzero(~is_dlq & ~plan.duplicate)
         values = (
-            _heavy_rows(paths, starts, rest, ["kafka_value"]).column(0).to_pylist()
+            _heavy_rows(self.lake, paths, starts, rest, ["kafka_value"]).column(0).to_pylist()
             if len(rest)
             else []
         )
@@ -341,7 +342,7 @@ class Validator:
         if len(quarantine_rows):
             result.written += self._write_quarantine(
                 plan.name,
-                _with_heavy(raw, paths, starts, quarantine_rows),
+                _with_heavy(self.lake, raw, paths, starts, quarantine_rows),
                 [reasons[i] for i in quarantine_rows],
                 [rule_ids[i] for i in quarantine_rows],
             )
@@ -395,14 +396,14 @@ class Validator:
         verdict.docs = redact(gx_result).to_json_dict()
         return verdict
 
-    def _read_light(self, path) -> pa.Table:
+    def _read_light(self, path: str) -> pa.Table:
         """A raw file without its bulky columns, with a column for every field of the
         contract (`conform`)."""
-        names = pq.read_schema(path).names
-        table = pq.read_table(path, columns=[c for c in names if c not in HEAVY])
+        names = self.lake.read_schema(path).names
+        table = self.lake.read_table(path, columns=[c for c in names if c not in HEAVY])
         if set(self.contract.field_names) <= set(names):
             return table
-        values = pq.read_table(path, columns=["kafka_value"]).column(0)
+        values = self.lake.read_table(path, columns=["kafka_value"]).column(0)
         return self.conform(table, values)
 
     def conform(self, table: pa.Table, values: pa.ChunkedArray | None = None) -> pa.Table:
@@ -456,7 +457,7 @@ class Validator:
             code, ym = keys[start].split("/")
             rel = zones.validated_file(self.dataset, code, ym, batch).as_posix()
             part = table.slice(start, end - start)
-            nbytes, digest = write_parquet(part, self.lake / rel)
+            nbytes, digest = self.lake.write_parquet(part, rel)
             out.append(_file("validated", rel, part.num_rows, nbytes, digest, code, ym))
         return out
 
@@ -464,8 +465,8 @@ class Validator:
         table = rows.append_column("reasons", pa.array(reasons, pa.list_(pa.string())))
         table = table.append_column("rules", pa.array(rule_ids, pa.list_(pa.string())))
         rel = zones.quarantine_file(self.dataset, batch).as_posix()
-        nbytes, digest = write_parquet(
-            table, self.lake / rel, {"zone": "quarantine", "contract": self.contract.id}
+        nbytes, digest = self.lake.write_parquet(
+            table, rel, {"zone": "quarantine", "contract": self.contract.id}
         )
         return [_file("quarantine", rel, table.num_rows, nbytes, digest)]
 
@@ -475,7 +476,7 @@ class Validator:
         written = list(result.written)
         if len(plan.first_ids):
             rel = zones.seen_ids_file(self.dataset, plan.name).as_posix()
-            nbytes, digest = write_parquet(pa.table({"event_id": plan.first_ids}), self.lake / rel)
+            nbytes, digest = self.lake.write_parquet(pa.table({"event_id": plan.first_ids}), rel)
             written.append(_file("seen", rel, len(plan.first_ids), nbytes, digest))
         now = self.clock.now()
         this_batch = (curated_files.c.dataset == self.dataset) & (
@@ -524,7 +525,7 @@ class Validator:
                 )
             )  # fmt: skip
         for path in old - {w["path"] for w in written}:
-            remove(self.lake / path)
+            self.lake.remove(path)
 
     def _record(self, run: ValidationRun) -> None:
         """The run record, in the database and as JSON under var/reports/validation/."""
@@ -599,21 +600,21 @@ def _file(zone, path, rows, nbytes, digest, municipality_code=None, month=None) 
             "municipality_code": municipality_code, "month": month}  # fmt: skip
 
 
-def _heavy_rows(paths, starts: np.ndarray, rows: np.ndarray, columns) -> pa.Table:
+def _heavy_rows(lake: Lake, paths, starts: np.ndarray, rows: np.ndarray, columns) -> pa.Table:
     """Some columns of the given batch rows (ascending), reading only the files they are in."""
     parts = []
     for k, path in enumerate(paths):
         local = rows[(rows >= starts[k]) & (rows < starts[k + 1])] - starts[k]
         if len(local):
-            parts.append(pq.read_table(path, columns=list(columns)).take(pa.array(local)))
+            parts.append(lake.read_table(path, columns=list(columns)).take(pa.array(local)))
     return pa.concat_tables(parts, promote_options="default")
 
 
-def _with_heavy(raw: pa.Table, paths, starts: np.ndarray, rows: np.ndarray) -> pa.Table:
+def _with_heavy(lake: Lake, raw: pa.Table, paths, starts: np.ndarray, rows: np.ndarray) -> pa.Table:
     """Whole raw rows (light columns from `raw`, bulky ones from the files), in raw column order."""
     light = raw.take(pa.array(rows, pa.int64()))
-    heavy = _heavy_rows(paths, starts, rows, HEAVY)
-    first = pq.read_schema(paths[0])
+    heavy = _heavy_rows(lake, paths, starts, rows, HEAVY)
+    first = lake.read_schema(paths[0])
     columns = {
         **{c: light.column(c) for c in light.column_names},
         **{c: heavy.column(c) for c in heavy.column_names},
@@ -673,8 +674,9 @@ def reset(settings: Settings, dataset: str) -> None:
         )
         for table in (curated_files, validated_raw_files, validation_batches):
             conn.execute(table.delete().where(table.c.dataset == dataset))
+    lake = lake_for(settings)
     for path in paths:
-        remove(settings.lake / path)
+        lake.remove(path)
 
 
 def read_curated(settings: Settings, dataset: str, zone: str) -> pa.Table | None:
@@ -692,6 +694,5 @@ def read_curated(settings: Settings, dataset: str, zone: str) -> pa.Table | None
         )
     if not paths:
         return None
-    return pa.concat_tables(
-        [pq.read_table(settings.lake / p) for p in paths], promote_options="default"
-    )
+    lake = lake_for(settings)
+    return pa.concat_tables([lake.read_table(p) for p in paths], promote_options="default")

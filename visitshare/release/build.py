@@ -3,21 +3,18 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.dataset as ds
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from visitshare.contracts import Contract
 from visitshare.contracts.roles import outcome_roles, record_contracts
 from visitshare.db import engine_for
 from visitshare.db.tables import aggregate_states, content_seq, curated_files, record_batches
+from visitshare.lake import lake_for
 from visitshare.landing import zones
-from visitshare.landing.files import write_parquet
 from visitshare.release import declared, keys, shared
 from visitshare.release.aggregates import (
     SPECS,
@@ -71,18 +68,14 @@ def _read(settings: Settings, paths: list[str], contract: Contract) -> pa.Table:
     schema = validated_schema(contract)
     if not paths:
         return schema.empty_table()
-    files = [str(settings.lake / p) for p in paths]  # read in parallel, in this order
-    return ds.dataset(files, schema=schema, format="parquet").to_table().combine_chunks()
+    # read in parallel, in this order
+    return lake_for(settings).dataset(paths, schema).to_table().combine_chunks()
 
 
 def household_namespace(visits: Contract) -> str:
     """The pseudonym namespace of the visited household (the same in visits and incidents)."""
     f = visits.field("household_id")
     return (f.disclosure.namespace if f.disclosure else None) or "household"
-
-
-def staging_dir(settings: Settings, token: str) -> Path:
-    return settings.lake / zones.staging_dir(token)
 
 
 def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
@@ -102,13 +95,14 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
     batches: list[NewBatch] = []
     police: dict[str, pa.Table] = {}
     records = record_contracts(settings.contracts_dir)
+    lake = lake_for(settings)
     for role, contract in records.items():
         raw = _read(settings, _shard_files(settings, plan_, shard, contract.name), contract)
         base, frs[contract.name], municipality_only = anonymize(raw, contract)
 
         def write_ledger(kind: str, ledger: pa.Table, dataset: str = contract.name) -> str:
             rel = zones.record_ledger(dataset, f"{plan_.token}-{index:03d}-{kind}")
-            write_parquet(ledger, settings.lake / rel)
+            lake.write_parquet(ledger, rel)
             return rel.as_posix()
 
         released = release_records(
@@ -138,7 +132,7 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
     reports: dict[str, AggregateReport] = {}
     refreshes: list[Refresh] = []
 
-    store = ValuesStore(lambda path: pq.read_table(settings.lake / path), shard.municipalities)
+    store = ValuesStore(lake.read_table, shard.municipalities)
     for name, spec in SPECS.items():
         if not spec.by_month:
             continue  # spans every month: computed in finalize, from the whole history
@@ -158,7 +152,7 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
             values_path.as_posix(),
         )
         if stored is not None:
-            write_parquet(stored, settings.lake / values_path)
+            lake.write_parquet(stored, values_path)
         refreshes += made
     # Outcome tables declared next to the contracts, over the rows of any dataset.
     datasets = {c.name: c for c in records.values()}
@@ -177,13 +171,12 @@ def build_shard(settings: Settings, plan_: Plan, index: int) -> ShardResult:
             values_path.as_posix(),
         )
         if stored is not None:
-            write_parquet(stored, settings.lake / values_path)
+            lake.write_parquet(stored, values_path)
         refreshes += made
     staged = {}
     for name, table in out.items():
-        path = settings.lake / zones.staged_file(plan_.token, name, index)
-        write_parquet(table, path)
-        staged[name] = path.relative_to(settings.lake).as_posix()
+        staged[name] = zones.staged_file(plan_.token, name, index).as_posix()
+        lake.write_parquet(table, staged[name])
     return ShardResult(
         index=index,
         staged=staged,
@@ -214,6 +207,7 @@ def load_state(
     """The state of the municipalities' partitions (all, or `partitions` only)."""
     state = ReleaseState()
     wanted = set(partitions) if partitions is not None else None
+    lake = lake_for(settings)
     with engine_for(settings).connect() as conn:
         batches = (
             conn.execute(
@@ -237,7 +231,7 @@ def load_state(
         # a ledger file holds the batches of one release's shard: keep this shard's rows
         # in decision order (a row decided again, e.g. held then published: the last counts)
         order = {b.path: (b.release_id, b.path) for b in mine}
-        files = [pq.read_table(settings.lake / p) for p in sorted(order, key=order.__getitem__)]
+        files = [lake.read_table(p) for p in sorted(order, key=order.__getitem__)]
         rows = pa.concat_tables(files, promote_options="permissive")
         keep = pc.is_in(rows.column("municipality_code"), pa.array(municipalities))
         if wanted is not None:

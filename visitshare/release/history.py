@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from visitshare.contracts import Contract
 from visitshare.db import engine_for
 from visitshare.db.tables import content_seq, curated_files
+from visitshare.lake import lake_for
 from visitshare.settings import Settings
 
 TOKYO = "Asia/Tokyo"
@@ -42,8 +43,7 @@ def _paths(settings: Settings, contract: Contract, upto: int, since: int) -> lis
             .scalars()
             .all()
         )
-    lake = settings.lake
-    return [str(lake / p) for p in paths]
+    return list(paths)
 
 
 class Session:
@@ -83,24 +83,37 @@ def _select(
 
     schema = validated_schema(contract)
     target = pa.schema([schema.field(c.split(" AS ")[-1].strip('"')) for c in columns])
-    files = _paths(settings, contract, upto, since)
-    if not files:
+    paths = _paths(settings, contract, upto, since)
+    if not paths:
         return target.empty_table()
-    missing = [f for f in files if not os.path.exists(f)]
-    if missing:  # the manifest lists it: the lake lost a file
-        raise FileNotFoundError(f"{missing[0]} (a validated file in the manifest) is missing")
-    # The folders are named like Hive partitions (municipality_code=13104/): the columns
-    # come from the files only, never from their paths. Columns and conditions are this
-    # module's own text; values (files, codes, ids) are bound parameters.
-    sql = (
-        f"SELECT {', '.join(columns)} FROM read_parquet($files, union_by_name = true, "  # noqa: S608
-        f"hive_partitioning = false) {'WHERE ' + where if where else ''} "
-        f"{'GROUP BY ALL' if group else ''}"
-    )
+    lake = lake_for(settings)
     own = session is None
     session = session or Session()
     try:
-        table = session.con.sql(sql, params={"files": files, **(params or {})}).to_arrow_table()
+        if lake.is_local:
+            # DuckDB reads the files itself. The folders are named like Hive partitions
+            # (municipality_code=13104/): the columns come from the files only, never from
+            # their paths.
+            files = [str(lake.local_path(p)) for p in paths]
+            missing = [f for f in files if not os.path.exists(f)]
+            if missing:  # the manifest lists it: the lake lost a file
+                raise FileNotFoundError(
+                    f"{missing[0]} (a validated file in the manifest) is missing"
+                )
+            source = "read_parquet($files, union_by_name = true, hive_partitioning = false)"
+            params = {"files": files, **(params or {})}
+        else:
+            # DuckDB cannot reach object storage here (no httpfs): pyarrow reads the files,
+            # DuckDB scans them as an Arrow dataset (columns and filters pushed down).
+            session.con.register("validated_files", lake.dataset(paths, schema))
+            source = "validated_files"
+        # Columns and conditions are this module's own text; values (files, codes, ids) are
+        # bound parameters.
+        sql = (
+            f"SELECT {', '.join(columns)} FROM {source} "  # noqa: S608
+            f"{'WHERE ' + where if where else ''} {'GROUP BY ALL' if group else ''}"
+        )
+        table = session.con.sql(sql, params=params).to_arrow_table()
     finally:
         if own:
             session.close()

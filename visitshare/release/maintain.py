@@ -46,7 +46,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
-from pathlib import Path
 
 import pyarrow as pa
 import sqlalchemy as sa
@@ -54,6 +53,7 @@ from pydantic import BaseModel
 
 from visitshare.db import engine_for
 from visitshare.db.tables import release_files, releases
+from visitshare.lake import lake_for
 from visitshare.quality.compact import CompactionReport, compact_validated, content_checksum
 from visitshare.quality.compact import remove_replaced as remove_replaced_validated
 from visitshare.release import shared
@@ -136,26 +136,20 @@ def maintain(settings: Settings, say: Callable[[str], None] = log.info) -> Maint
         report.releases_expired = expire_releases(settings)
         expire_snapshots(settings)
         report.snapshots_expired = before - _snapshot_count(settings)
-        for path in orphan_files(settings):
-            report.bytes_freed += _unlink(path)
+        lake = lake_for(settings)
+        for f in orphan_files(settings):
+            lake.remove(f.path)
+            report.bytes_freed += f.size
             report.orphan_files_removed += 1
-        for path in orphan_state_files(settings):
-            report.bytes_freed += _unlink(path)
+        for f in orphan_state_files(settings):
+            lake.remove(f.path)
+            report.bytes_freed += f.size
             report.state_files_removed += 1
     removed, freed = remove_replaced_validated(settings)
     report.validated.replaced_files_removed = removed
     report.validated.replaced_bytes_removed = freed
     report.bytes_freed += freed
     return report
-
-
-def _unlink(path: Path) -> int:
-    try:
-        size = path.stat().st_size
-    except FileNotFoundError:
-        return 0
-    path.unlink(missing_ok=True)
-    return size
 
 
 # -- small Iceberg files -----------------------------------------------------------------------

@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import sqlalchemy as sa
 
 from visitshare.contracts import Contract
@@ -41,8 +39,8 @@ from visitshare.db.tables import (
     release_files,
     releases,
 )
+from visitshare.lake import lake_for
 from visitshare.landing import zones
-from visitshare.landing.files import write_parquet
 from visitshare.processes import process_pool
 from visitshare.release import audit, declared, disclosure, history, keys, shared
 from visitshare.release.aggregates import (
@@ -57,7 +55,6 @@ from visitshare.release.build import (
     household_namespace,
     load_state,
     output_schemas,
-    staging_dir,
 )
 from visitshare.release.errors import ReleaseError
 from visitshare.release.models import Plan, Published, ShardResult
@@ -109,6 +106,7 @@ def _previous_tables(
     if latest is None:
         return None
     out = {}
+    lake = lake_for(settings)
     with engine_for(settings).connect() as conn:
         for name in latest.tables:
             if name == "repeat_victimization" or name not in replaced:
@@ -122,7 +120,7 @@ def _previous_tables(
                 for f in _current_files(conn, name)
                 if (f.municipality_code, f.period) in parts
             ]
-            tables = [pq.read_table(f.removeprefix("file://")) for f in files]
+            tables = [lake.read_table(lake.relative(f)) for f in files]
             out[name] = (
                 pa.concat_tables(tables, promote_options="permissive")
                 if tables
@@ -150,7 +148,8 @@ def _only(spec: shared.SharedTable, table: pa.Table, parts: set[Partition] | Non
 
 
 def _gather(settings: Settings, results: list[ShardResult], name: str) -> pa.Table:
-    tables = [pq.read_table(settings.lake / r.staged[name]) for r in results]
+    lake = lake_for(settings)
+    tables = [lake.read_table(r.staged[name]) for r in results]
     if not tables:
         return output_schemas(settings)[name].empty_table()
     return pa.concat_tables(tables, promote_options="permissive").combine_chunks()
@@ -275,11 +274,11 @@ def _spanning(
         state.aggregates.get(name, {}),
         plan_.as_of,
         cv.disclosure.close_after_days,
-        ValuesStore(lambda path: pq.read_table(settings.lake / path), munis),
+        ValuesStore(lake_for(settings).read_table, munis),
         values_path.as_posix(),
     )
     if stored is not None:
-        write_parquet(stored, settings.lake / values_path)
+        lake_for(settings).write_parquet(stored, values_path)
     out = {name: table}
     replaced: dict[str, set[Partition] | None] = {
         name: None if plan_.full else _refreshed(refreshes)
@@ -340,11 +339,11 @@ def _declared_history(
         datasets,
         state.aggregates.get(d.name, {}),
         plan_.as_of,
-        ValuesStore(lambda path: pq.read_table(settings.lake / path), munis),
+        ValuesStore(lake_for(settings).read_table, munis),
         values_path.as_posix(),
     )
     if stored is not None:
-        write_parquet(stored, settings.lake / values_path)
+        lake_for(settings).write_parquet(stored, values_path)
     return table, report, refreshes
 
 
@@ -553,15 +552,16 @@ def _write(
             conn, [*(f for r in results for f in r.refreshes), *more_refreshes],
             [b for r in results for b in r.batches], release_id, now,
         )  # fmt: skip
+    lake = lake_for(settings)
     for path in superseded:  # values of partitions this release published anew
-        (settings.lake / path).unlink(missing_ok=True)  # (or recovery, if this one dies)
+        lake.remove(path)  # (or recovery, if this one dies)
     # The release is committed. What follows is repeated by the next publish if this one dies
     # here (recovery.complete_releases), so each step is idempotent.
     with engine.connect() as conn:
         row = conn.execute(sa.select(releases).where(releases.c.id == release_id)).one()
     complete_release(settings, row)
     page = release_dir(settings, release_id) / "disclosure.html"
-    shutil.rmtree(staging_dir(settings, plan_.token), ignore_errors=True)
+    lake.remove_tree(zones.staging_dir(plan_.token))
     sent = send_pending_notices(settings)
     expired = expire_releases(settings, now)
     return Published(
@@ -673,4 +673,4 @@ def publish(
                 results = [f.result() for f in futures]
         return finalize(settings, p, results, say)
     finally:
-        shutil.rmtree(staging_dir(settings, p.token), ignore_errors=True)
+        lake_for(settings).remove_tree(zones.staging_dir(p.token))

@@ -22,14 +22,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
 import socket
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from pathlib import Path
+from pathlib import PurePosixPath
 
 import psutil
 import sqlalchemy as sa
@@ -38,6 +36,7 @@ from pydantic import BaseModel
 from visitshare.db import engine_for
 from visitshare.db.locks import named_lock
 from visitshare.db.tables import aggregate_states, record_batches, releases
+from visitshare.lake import Entry, Lake, lake_for
 from visitshare.landing import zones
 from visitshare.release import disclosure, shared
 from visitshare.release.notices import send_pending_notices
@@ -85,10 +84,8 @@ def publish_lock(settings: Settings) -> Iterator[None]:
 
 
 # -- staging ownership -------------------------------------------------------------------------
-def claim_staging(settings: Settings, token: str, airflow: bool = False) -> Path:
+def claim_staging(settings: Settings, token: str, airflow: bool = False) -> None:
     """Create a plan's staging folder and say who owns it (before any shard writes there)."""
-    folder = settings.lake / zones.staging_dir(token)
-    folder.mkdir(parents=True, exist_ok=True)
     me = psutil.Process()
     owner = {
         "kind": "airflow" if airflow else "process",
@@ -97,22 +94,22 @@ def claim_staging(settings: Settings, token: str, airflow: bool = False) -> Path
         "host": socket.gethostname(),
         "created_at": settings.clock.now().isoformat(),
     }
-    tmp = folder / f".{OWNER_FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps(owner))
-    os.replace(tmp, folder / OWNER_FILE)
-    return folder
+    lake_for(settings).write_bytes(
+        json.dumps(owner).encode(), zones.staging_dir(token) / OWNER_FILE
+    )
 
 
-def _abandoned(settings: Settings, folder: Path, released_tokens: set[str]) -> bool:
-    if folder.name in released_tokens:
+def _abandoned(lake: Lake, token: str, files: list[Entry], released_tokens: set[str]) -> bool:
+    if token in released_tokens:
         return True  # its release committed; finalize removes it, unless killed first
     try:
-        owner = json.loads((folder / OWNER_FILE).read_text())
+        owner = json.loads(lake.read_bytes(zones.staging_dir(token) / OWNER_FILE))
     except (OSError, ValueError):
         owner = None
-    # A file's mtime is the machine's clock: compare it with that, not `settings.clock`
-    # (which a replay or a test may set to another day).
-    age = time.time() - folder.stat().st_mtime
+    # A file's mtime is the storage's clock: compare it with the machine's, not
+    # `settings.clock` (which a replay or a test may set to another day). The folder's age is
+    # that of its newest file (object storage has no folders, nor their times).
+    age = time.time() - max(f.mtime for f in files)
     if owner is None or owner.get("kind") != "process":
         return age > AIRFLOW_STAGING_TTL.total_seconds()
     if owner.get("host") != socket.gethostname():
@@ -124,18 +121,24 @@ def _abandoned(settings: Settings, folder: Path, released_tokens: set[str]) -> b
     return not alive
 
 
-def abandoned_staging(settings: Settings) -> list[Path]:
-    """Staging folders of publishes that died (or whose release committed)."""
-    root = settings.lake / zones.Zone.STAGING
-    if not root.is_dir():
+def _staging_folders(lake: Lake) -> dict[str, list[Entry]]:
+    """The files under each plan token's staging folder."""
+    out: dict[str, list[Entry]] = {}
+    for f in lake.list(zones.Zone.STAGING):
+        token = f.path.split("/")[1]
+        out.setdefault(token, []).append(f)
+    return out
+
+
+def abandoned_staging(settings: Settings) -> list[str]:
+    """Plan tokens of the staging folders of publishes that died (or whose release committed)."""
+    lake = lake_for(settings)
+    folders = _staging_folders(lake)
+    if not folders:
         return []
     with engine_for(settings).connect() as conn:
         tokens = set(conn.execute(sa.select(releases.c.plan_token)).scalars()) - {None}
-    return [
-        folder
-        for folder in sorted(p for p in root.iterdir() if p.is_dir())
-        if _abandoned(settings, folder, tokens)
-    ]
+    return [t for t, files in sorted(folders.items()) if _abandoned(lake, t, files, tokens)]
 
 
 def _heads_moved(settings: Settings) -> bool:
@@ -159,63 +162,64 @@ def _heads_moved(settings: Settings) -> bool:
 
 
 # -- Iceberg files no snapshot references ------------------------------------------------------
-def _local(path: str) -> str:
-    return path.removeprefix("file://")
-
-
-def referenced_files(table) -> set[str]:
-    """Every file the table's metadata reaches: metadata files, manifest lists, manifests and
-    data files of every snapshot it keeps."""
-    refs = {_local(table.metadata_location)}
-    refs |= {_local(e.metadata_file) for e in table.metadata.metadata_log}
+def referenced_files(lake: Lake, table) -> set[str]:
+    """Every file the table's metadata reaches, as lake paths: metadata files, manifest lists,
+    manifests and data files of every snapshot it keeps."""
+    refs = {lake.relative(table.metadata_location)}
+    refs |= {lake.relative(e.metadata_file) for e in table.metadata.metadata_log}
     for snapshot in table.metadata.snapshots:
-        refs.add(_local(snapshot.manifest_list))
+        refs.add(lake.relative(snapshot.manifest_list))
         for manifest in snapshot.manifests(table.io):
-            path = _local(manifest.manifest_path)
+            path = lake.relative(manifest.manifest_path)
             if path in refs:  # snapshots share manifests: read each once
                 continue
             refs.add(path)
             for entry in manifest.fetch_manifest_entry(table.io, discard_deleted=False):
-                refs.add(_local(entry.data_file.file_path))
+                refs.add(lake.relative(entry.data_file.file_path))
     return refs
 
 
-def orphan_files(settings: Settings) -> list[Path]:
+def orphan_files(settings: Settings) -> list[Entry]:
     """Files under the shared tables' locations that no snapshot or metadata file references.
     Call only while holding the publish lock (no write under way)."""
     cat = shared.catalog(settings)
-    out: list[Path] = []
+    lake = lake_for(settings)
+    out: list[Entry] = []
     for spec in shared.tables(settings):
         if not cat.table_exists(spec.iceberg):
             continue
         table = cat.load_table(spec.iceberg)
-        location = Path(_local(table.location()))
-        if not location.is_dir():
-            continue
-        refs = referenced_files(table)
-        out += [p for p in location.rglob("*") if p.is_file() and str(p) not in refs]
+        present = lake.list(lake.relative(table.location()))
+        if present:
+            refs = referenced_files(lake, table)
+            out += [f for f in present if f.path not in refs]
     return out
 
 
 # -- police-zone state of releases that never committed ----------------------------------------
-def orphan_state_files(settings: Settings) -> list[Path]:
+def orphan_state_files(settings: Settings) -> list[Entry]:
     """Record ledgers and aggregate values that no committed release references and that no
     staging folder (a publish under way) owns: what a publish that died left behind.
     Call only while holding the publish lock, after removing abandoned staging."""
-    root = settings.lake / zones.Zone.STATE
-    if not root.is_dir():
+    lake = lake_for(settings)
+    present = [
+        f
+        for kind in ("records", "aggregates")
+        for f in lake.list(f"{zones.Zone.STATE}/{kind}")
+        if f.path.endswith(".parquet")
+    ]
+    if not present:
         return []
     with engine_for(settings).connect() as conn:
         refs = set(conn.execute(sa.select(record_batches.c.path)).scalars())
         refs |= set(conn.execute(sa.select(aggregate_states.c.path)).scalars())
-    staging = settings.lake / zones.Zone.STAGING
-    live = {p.name for p in staging.iterdir()} if staging.is_dir() else set()
+    live = set(_staging_folders(lake))
     out = []
-    for kind in ("records", "aggregates"):
-        for path in (root / kind).rglob("*.parquet"):
-            owned = any(path.stem == t or path.stem.startswith(f"{t}-") for t in live)
-            if path.relative_to(settings.lake).as_posix() not in refs and not owned:
-                out.append(path)
+    for f in present:
+        stem = PurePosixPath(f.path).stem
+        owned = any(stem == t or stem.startswith(f"{t}-") for t in live)
+        if f.path not in refs and not owned:
+            out.append(f)
     return out
 
 
@@ -309,16 +313,17 @@ def recover(settings: Settings, say: Callable[[str], None] = log.info) -> Recove
         # folder is left) or a table moved past its release: only then is every table's
         # metadata read (the daily maintenance sweeps them in any case). The folders go after
         # the sweep, so a recovery that dies halfway sweeps again next time.
+        lake = lake_for(settings)
         abandoned = abandoned_staging(settings)
         if abandoned or _heads_moved(settings):
-            for path in orphan_files(settings):
-                path.unlink(missing_ok=True)
+            for f in orphan_files(settings):
+                lake.remove(f.path)
                 report.orphan_files_removed += 1
-        for folder in abandoned:
-            shutil.rmtree(folder, ignore_errors=True)
-            report.staging_removed.append(folder.name)
-        for path in orphan_state_files(settings):
-            path.unlink(missing_ok=True)
+        for token in abandoned:
+            lake.remove_tree(zones.staging_dir(token))
+            report.staging_removed.append(token)
+        for f in orphan_state_files(settings):
+            lake.remove(f.path)
             report.state_files_removed += 1
     report.notices_sent = send_pending_notices(settings)
     for line in report.lines():

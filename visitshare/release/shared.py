@@ -17,6 +17,7 @@ from typing import Any
 import pyarrow as pa
 import sqlalchemy as sa
 
+from visitshare.lake import iceberg_properties, lake_for
 from visitshare.landing import zones
 from visitshare.settings import Settings
 
@@ -176,9 +177,10 @@ def table(settings: Settings, name: str) -> SharedTable:
         raise ValueError(f"no shared table {name!r} (known: {', '.join(known)})") from None
 
 
-def warehouse(settings: Settings) -> Path:
-    """Where the shared Iceberg tables keep their data and metadata files."""
-    return settings.lake / zones.WAREHOUSE
+def warehouse(settings: Settings) -> str:
+    """Where the shared Iceberg tables keep their data and metadata files (a file:// or s3://
+    URI: the lake's shared zone)."""
+    return lake_for(settings).uri(zones.WAREHOUSE)
 
 
 # -- Iceberg -------------------------------------------------------------------------------------
@@ -186,8 +188,10 @@ def catalog(settings: Settings):
     """The Iceberg catalog (one per process and database: opening one costs ~50 ms)."""
     from pyiceberg.catalog.sql import SqlCatalog
 
-    where = warehouse(settings)
-    where.mkdir(parents=True, exist_ok=True)
+    lake = lake_for(settings)
+    where = lake.uri(zones.WAREHOUSE)
+    if lake.is_local:
+        lake.local_path(zones.WAREHOUSE).mkdir(parents=True, exist_ok=True)
     uri = settings.catalog_uri
     identity: object = None
     if uri.startswith("sqlite:///"):  # a database file replaced on disk is another catalog
@@ -195,10 +199,11 @@ def catalog(settings: Settings):
             identity = Path(uri.removeprefix("sqlite:///")).stat().st_ino
         except OSError:
             identity = None
-    key = (uri, where.as_uri(), identity)
+    key = (uri, where, identity)
     cat = _CATALOGS.get(key)
     if cat is None or identity is None:
-        cat = SqlCatalog("visitshare", uri=uri, warehouse=where.as_uri())
+        # On object storage, pyiceberg's own FileIO reaches it with the lake's S3 settings.
+        cat = SqlCatalog("visitshare", uri=uri, warehouse=where, **iceberg_properties(settings))
         _CATALOGS[key] = cat
     return cat
 
