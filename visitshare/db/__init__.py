@@ -55,6 +55,10 @@ def engine_for(settings: Settings) -> Engine:
                 Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
                 engine = _sqlite_engine(url)
             else:
+                if settings.profile == "cluster" and url == settings.pg_database_url():
+                    from visitshare.orchestration.cluster import ensure_databases
+
+                    ensure_databases(settings)  # the profile's own database, on first use
                 engine = sa.create_engine(url, pool_pre_ping=True)
             upgrade(engine)
             _ENGINES[url] = engine

@@ -92,8 +92,11 @@ def celery_airflow_env(settings: Settings) -> dict[str, str]:
         "AIRFLOW__CELERY__BROKER_URL": settings.redis_url,
         # Celery's database result backend: SQLAlchemy behind the `db+` prefix.
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + url.render_as_string(hide_password=False),
-        # One task at a time per worker and no prefetching: a worker does not hoard queued
-        # tasks while another is idle (mapped shards spread over the workers).
+        # One task at a time per worker, in the worker's own process ("solo"): tasks start
+        # processes of their own (landing, validation, shard builds), which the children of
+        # Celery's default prefork pool, being daemonic, may not. No prefetching either: a
+        # worker does not hoard queued tasks while another is idle (shards spread over both).
+        "AIRFLOW__CELERY__POOL": "solo",
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": "1",
         "AIRFLOW__CELERY__WORKER_PREFETCH_MULTIPLIER": "1",
         "AIRFLOW__CELERY__TASK_ACKS_LATE": "True",
