@@ -52,9 +52,10 @@ def upgrade(engine: Engine, revision: str = "head") -> str | None:
             with engine.connect() as conn:
                 if current_revision(conn) == HEAD:
                     return HEAD
+        # We report the outcome ourselves; alembic logs its plugins already on import.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
         from alembic import command
 
-        logging.getLogger("alembic").setLevel(logging.WARNING)  # we report the outcome ourselves
         with engine.begin() as conn:
             command.upgrade(_config(conn), revision)
         with engine.connect() as conn:
