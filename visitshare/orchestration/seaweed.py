@@ -32,6 +32,10 @@ def bucket(settings: Settings) -> str:
     return uri.removeprefix("s3://").split("/", 1)[0]
 
 
+def table_bucket(settings: Settings) -> str:
+    return f"{bucket(settings)}-tables"
+
+
 def ensure_credentials(settings: Settings) -> tuple[str, str]:
     """The S3 keys of our SeaweedFS: generated once, kept in the settings' credentials file."""
     path = settings.s3_credentials_path or settings.secrets_dir / "s3-credentials"
@@ -90,6 +94,9 @@ def weed_argv(settings: Settings) -> list[str]:
         f"-admin.port={settings.seaweed_master_port + 3}",
         f"-s3.config={s3_config_path(settings)}",
         f"-bucket={bucket(settings)}",
+        # A table bucket for SeaweedFS's Iceberg REST catalog (tried, not the profile's
+        # catalog: see docs/operations.md, "The cluster profile on one machine").
+        f"-tableBucket={table_bucket(settings)}",
     ]
 
 
