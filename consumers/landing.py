@@ -728,10 +728,15 @@ class Lander:
             return
         from kafka.structs import OffsetAndMetadata
 
+        offsets = {st.tp: OffsetAndMetadata(next_offset, "", -1)}
         with contextlib.suppress(Exception):
+            if self._assigned is not None:  # as the group member: never holds up landing
+                assert self._mirror is not None
+                self._mirror.commit_async(offsets)
+                return
             if self._mirror is None:
                 self._mirror = kafka.consumer(self.settings, group_id=self.settings.land_group_id)
-            self._mirror.commit({st.tp: OffsetAndMetadata(next_offset, "", -1)})
+            self._mirror.commit(offsets)
 
     # -- orphans ------------------------------------------------------------------------------
     def _describe_quietly(self, fallback: dict) -> dict:
