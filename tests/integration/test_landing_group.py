@@ -178,6 +178,54 @@ def test_landing_services_share_partitions_and_survive_a_kill(
     assert_landed_exactly_once(settings, topic, feed.sent)
 
 
+def follow_in_thread(settings: Settings, topic: str):
+    """A landing service's follow loop in a thread: (lander, stop, thread, outcome box)."""
+    lander, stop, box = Lander(settings, [topic]), threading.Event(), {}
+
+    def run():
+        try:
+            box["report"] = lander.follow(stop)
+        except Exception as exc:  # surfaced by the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return lander, stop, thread, box
+
+
+def test_a_revoked_partition_is_dropped_and_landed_by_its_new_owner(kafka_settings, monkeypatch):
+    """A lander holds both partitions' records in open files when a second one joins; the group
+    moves one partition: its first owner drops what it held (no late commit, nothing fenced)
+    and the new owner lands it from the manifest's next offset (here the very beginning)."""
+    monkeypatch.setenv("VISITSHARE_LAND_ROLL_SECONDS", "600")  # files close only at the end
+    settings = Settings()
+    topic = create_topic(settings, "moved.events", 2)
+    producer = kafka.producer(settings)
+    sent = {i: producer.send(topic, key=b"%d" % i, value=b'{"id": %d}' % i) for i in range(200)}
+    producer.flush()
+    producer.close()
+    sent = {i: (m.partition, m.offset) for i, m in ((i, f.get()) for i, f in sent.items())}
+    first, stop_first, thread_first, box_first = follow_in_thread(settings, topic)
+    try:
+        wait_for(lambda: sum(st.rows for st in list(first._parts.values())) == 200)
+        second, stop_second, thread_second, box_second = follow_in_thread(settings, topic)
+        try:
+            wait_for(lambda: len(first._parts) == 1 and len(second._parts) == 1)
+        finally:
+            stop_second.set()
+            thread_second.join(30)
+    finally:
+        stop_first.set()
+        thread_first.join(30)
+    assert "error" not in box_first and "error" not in box_second
+    kept, moved = box_first["report"], box_second["report"]
+    assert (kept.fenced, moved.fenced) == (0, 0)
+    assert len([p for p in kept.partitions.values() if p.rows]) == 1
+    assert [p.first_offset for p in moved.partitions.values() if p.rows] == [0]
+    assert kept.rows + moved.rows == 200
+    assert_landed_exactly_once(settings, topic, sent, partitions=2)
+
+
 def test_a_lander_that_lost_its_partition_is_fenced(kafka_settings, any_db, monkeypatch):
     """A lander stalls between writing a file and committing it (a GC pause, a revocation it
     has not seen yet, a network cut), and meanwhile the partition's new owner lands the same
