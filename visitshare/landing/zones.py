@@ -3,7 +3,7 @@
 Paths are relative to the lake root (local `settings.lake` or `settings.lake_uri` on object
 storage, `visitshare.lake`), which is how manifests record them:
 
-    raw/<topic>/partition=<p>/<first>-<last>.<topic id>.parquet     landing (police only)
+    raw/<topic>/partition=<p>/<first>-<last>.<writer>.<topic id>.parquet   landing (police only)
     validated/<dataset>/municipality_code=<c>/month=<YYYY-MM>/<batch>.parquet
     quarantine/<dataset>/<batch>.parquet                             rows that failed, with reasons
     state/seen/<dataset>/<batch>.parquet                             event ids seen (de-duplication)
@@ -37,9 +37,16 @@ def raw_partition(topic: str, partition: int) -> PurePosixPath:
     return raw_dir(topic) / f"partition={partition}"
 
 
-def raw_file(topic: str, partition: int, first: int, last: int, topic_id: str) -> PurePosixPath:
-    """One landed offset range; zero-padded offsets so that names sort by offset."""
-    name = f"{first:020d}-{last:020d}.{topic_id.replace('-', '')[:12]}.parquet"
+def raw_file(
+    topic: str, partition: int, first: int, last: int, topic_id: str, writer: str = ""
+) -> PurePosixPath:
+    """One landed offset range; zero-padded offsets so that names sort by offset.
+
+    `writer` names the lander: two landers racing for one range (one of them fenced by the
+    manifest) write two files, so the loser never replaces or removes the winner's.
+    """
+    by = f".{writer}" if writer else ""
+    name = f"{first:020d}-{last:020d}{by}.{topic_id.replace('-', '')[:12]}.parquet"
     return raw_partition(topic, partition) / name
 
 

@@ -1,5 +1,8 @@
 """The manifest on SQLite and PostgreSQL: contiguity, conflicts, gaps, resume points."""
 
+import itertools
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import pytest
@@ -68,3 +71,33 @@ def test_row_count_must_match_the_offset_range(any_db):
     bad = manifest.RawFile(**{**bad.__dict__, "row_count": 42})
     with pytest.raises(Exception, match=r"(?i)constraint|check"):
         manifest.record_file(engine, bad)
+
+
+@pytest.mark.parametrize("second", ["same range", "gap after a jump"])
+def test_two_writers_of_one_range_exactly_one_wins(any_db, second):
+    """A lander that lost its partition (revoked, paused, cut off) commits at the same moment
+    as the partition's new owner: one commit wins, the other is refused as a conflict (not a
+    database error), whatever the database and whatever the second file claims."""
+    engine = engine_for(Settings())
+    start = threading.Barrier(2)
+
+    def commit(f, gap_reason=None):
+        start.wait()
+        try:
+            manifest.record_file(engine, f, gap_reason=gap_reason)
+            return "won"
+        except manifest.ManifestConflict:
+            return "refused"
+
+    with ThreadPoolExecutor(2) as pool:
+        for n in range(20):
+            first = n * 100
+            owner = _file(first, first + 99, path=f"owner-{n}")
+            if second == "same range":
+                late, reason = _file(first, first + 99, path=f"late-{n}"), None
+            else:  # it believes offsets first..first+49 were deleted by retention
+                late, reason = _file(first + 50, first + 99, path=f"late-{n}"), "jumped"
+            outcomes = list(pool.map(commit, [owner, late], [None, reason]))
+            assert sorted(outcomes) == ["refused", "won"], f"round {n}: {outcomes}"
+    ranges = sorted((f.first_offset, f.last_offset) for f in manifest.files(engine))
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(ranges)), "overlapping files"
