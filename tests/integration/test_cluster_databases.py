@@ -7,6 +7,7 @@ import uuid
 import pytest
 import sqlalchemy as sa
 
+from visitshare.db import provision
 from visitshare.orchestration import cluster
 from visitshare.settings import Settings
 
@@ -18,8 +19,8 @@ def test_our_databases_are_created_once_and_an_unreachable_server_is_named(isola
     s = Settings(profile="cluster", pg_database_prefix=prefix)
     admin = sa.create_engine(sa.make_url(pg_server).set(database="postgres"))
     try:
-        assert cluster.ensure_databases(s) == [prefix, prefix + "_airflow"]
-        assert cluster.ensure_databases(s) == []
+        assert provision.ensure_databases(s) == [prefix, prefix + "_airflow"]
+        assert provision.ensure_databases(s) == []
         with admin.connect() as conn:
             names = set(conn.execute(sa.text("select datname from pg_database")).scalars())
         assert {prefix, prefix + "_airflow"} <= names
@@ -34,4 +35,4 @@ def test_our_databases_are_created_once_and_an_unreachable_server_is_named(isola
         profile="cluster", pg_server_url=f"postgresql+psycopg://postgres@127.0.0.1:{free_port()}"
     )
     with pytest.raises(cluster.ClusterUnavailable, match="VISITSHARE_PG_SERVER_URL"):
-        cluster.ensure_databases(down)
+        provision.ensure_databases(down)

@@ -96,6 +96,9 @@ def test_exactly_once_under_sigkill_at_random_points(kafka_settings, contracts, 
     """Kill the landing service (and its workers) mid-landing over and over; nothing is lost or doubled."""
     monkeypatch.setenv("VISITSHARE_LAND_ROLL_ROWS", "400")
     monkeypatch.setenv("VISITSHARE_LAND_WORKERS", "2")
+    # Fixed shares, no group: each restart would wait out the killed member's session first
+    # (the group's own kill-and-rejoin case is tests/integration/test_landing_group.py).
+    monkeypatch.setenv("VISITSHARE_LAND_GROUP_ID", "")
     settings = Settings()
     total = fill(settings, contracts, 60_000)
     rng = random.Random(20261125)

@@ -56,7 +56,7 @@ def engine_for(settings: Settings) -> Engine:
                 engine = _sqlite_engine(url)
             else:
                 if settings.profile == "cluster" and url == settings.pg_database_url():
-                    from visitshare.orchestration.cluster import ensure_databases
+                    from visitshare.db.provision import ensure_databases
 
                     ensure_databases(settings)  # the profile's own database, on first use
                 engine = sa.create_engine(url, pool_pre_ping=True)

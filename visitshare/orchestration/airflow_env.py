@@ -14,7 +14,8 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
-from visitshare.orchestration.cluster import celery_airflow_env, ensure_databases
+from visitshare.db.provision import ensure_databases
+from visitshare.orchestration.cluster import celery_airflow_env
 from visitshare.orchestration.lineage import lineage_env
 from visitshare.settings import REPO_ROOT, Settings
 

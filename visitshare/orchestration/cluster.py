@@ -22,44 +22,12 @@ from urllib.parse import urlsplit
 
 import sqlalchemy as sa
 
+from visitshare.db.provision import AIRFLOW_DB_SUFFIX, ClusterUnavailable
 from visitshare.settings import Settings
-
-AIRFLOW_DB_SUFFIX = "_airflow"
-
-
-class ClusterUnavailable(RuntimeError):
-    """A service the cluster profile uses (PostgreSQL, Redis) does not answer."""
 
 
 def airflow_db_url(settings: Settings) -> str:
     return settings.pg_database_url(AIRFLOW_DB_SUFFIX)
-
-
-def _databases(settings: Settings) -> list[str]:
-    return [settings.pg_database_prefix, settings.pg_database_prefix + AIRFLOW_DB_SUFFIX]
-
-
-def ensure_databases(settings: Settings) -> list[str]:
-    """Create our databases on the PostgreSQL server when missing; the ones created now."""
-    server = sa.make_url(settings.pg_server_url.rstrip("/")).set(database="postgres")
-    engine = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    created = []
-    try:
-        with engine.connect() as conn:
-            have = set(conn.execute(sa.text("select datname from pg_database")).scalars())
-            for name in _databases(settings):
-                if name not in have:
-                    quoted = conn.dialect.identifier_preparer.quote(name)
-                    conn.exec_driver_sql(f"create database {quoted}")
-                    created.append(name)
-    except sa.exc.OperationalError as exc:
-        raise ClusterUnavailable(
-            f"PostgreSQL does not answer at {server.render_as_string(hide_password=True)} "
-            f"(VISITSHARE_PG_SERVER_URL): {exc.orig}"
-        ) from None
-    finally:
-        engine.dispose()
-    return created
 
 
 def check_redis(settings: Settings, timeout_s: float = 3.0) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from visitshare.db.provision import ensure_databases
 from visitshare.orchestration import cluster, seaweed
 from visitshare.orchestration.airflow_env import VENV_BIN, airflow_env, ensure_metadata_db
 from visitshare.settings import Settings
@@ -221,7 +222,7 @@ def _up_cluster_storage(settings: Settings, say) -> None:
     from visitshare.access.rls import apply
 
     cluster.check_redis(settings)
-    created = cluster.ensure_databases(settings)
+    created = ensure_databases(settings)
     for name in created:
         say(f"postgresql: created database {name}")
     service = next(s for s in services(settings) if s.name == "seaweedfs")
