@@ -36,14 +36,19 @@ test: $(STAMP) debs ## Run the tests (real broker, databases, Airflow), then the
 	$(BIN)/python -m pytest
 	$(MAKE) --no-print-directory test-dates
 
-test-dates: $(STAMP) debs ## The unit tests with the clock a year ahead and a year back (libfaketime)
+test-dates: $(STAMP) debs ## The unit tests with the clock a year ahead and a year back (libfaketime), side by side
 	@if ! command -v faketime >/dev/null; then \
 		if [ "$${CI:-}" = true ]; then echo "faketime is missing (Debian package faketime)"; exit 1; fi; \
 		echo "skipping the date tests: faketime is missing (Debian package faketime)"; exit 0; fi; \
+	dir=$$(mktemp -d); \
 	for shift in +365d -365d; do \
-		echo "unit tests with the clock at $$shift:"; \
-		faketime -f "$$shift" $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit || exit 1; \
-	done
+		( faketime -f "$$shift" $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit \
+			> $$dir/$$shift.log 2>&1; echo $$? > $$dir/$$shift.rc ) & \
+	done; wait; rc=0; \
+	for shift in +365d -365d; do \
+		echo "unit tests with the clock at $$shift: $$(tail -n 1 $$dir/$$shift.log)"; \
+		if [ "$$(cat $$dir/$$shift.rc)" != 0 ]; then cat $$dir/$$shift.log; rc=1; fi; \
+	done; rm -rf $$dir; exit $$rc
 
 lint: $(STAMP) ## Ruff (lint and format check) and mypy
 	$(BIN)/ruff check .

@@ -66,11 +66,16 @@ def test_listing_removal_and_touch(lake):
     assert [e.path for e in lake.list("staging/t1", recursive=False)] == ["staging/t1/owner.json"]
     assert {e.size for e in lake.list("staging")} == {5}
     assert lake.list("nowhere") == []
-    old = time.time() - 3600
-    os.utime(lake.local_path("staging/t2/x"), (old, old))
+    # An hour older, then touched: compared as the lake reads times (under libfaketime,
+    # Python's os.stat and the lake's reads disagree by the shift).
+    written = lake.stat("staging/t2/x")
+    assert written is not None
+    os.utime(lake.local_path("staging/t2/x"), (written.mtime - 3600, written.mtime - 3600))
+    aged = lake.stat("staging/t2/x")
+    assert aged is not None
     lake.touch("staging/t2/x")
     stat = lake.stat("staging/t2/x")
-    assert stat is not None and stat.mtime > old + 3000
+    assert stat is not None and stat.mtime > aged.mtime + 3000
     lake.remove_tree("staging/t1")
     lake.remove("staging/t2/x")
     lake.remove("staging/t2/x")  # already gone: fine
