@@ -8,6 +8,7 @@ import sys
 
 from producers.publisher import Outgoing, Publisher
 from producers.simulator import SimConfig, Simulator
+from tests.dags.test_lineage import check_every_task_names_what_it_read_and_wrote
 from visitshare.db import engine_for
 from visitshare.landing import manifest
 from visitshare.orchestration.airflow_env import airflow_home
@@ -15,7 +16,7 @@ from visitshare.quality.validate import read_curated
 
 
 def test_ingest_dag_lands_both_datasets_and_records_asset_events(kafka_settings, contracts):
-    events = Simulator(SimConfig(days=1, seed=13, bad_rate=0.05), contracts).events()
+    events = list(Simulator(SimConfig(days=1, seed=13, bad_rate=0.05), contracts).events())
     with Publisher(kafka_settings, contracts) as pub:
         published = pub.publish(Outgoing(e.dataset, e.payload) for e in events)
 
@@ -79,3 +80,8 @@ def test_ingest_dag_lands_both_datasets_and_records_asset_events(kafka_settings,
         "and map_index >= 0 and state = 'success'"
     ).fetchone()[0]
     assert mapped >= 1
+
+    # Every task of the three DAGs told OpenLineage what it read and wrote (names only).
+    maintain = dags_test("maintain_tables")
+    assert maintain.returncode == 0, maintain.stdout[-3000:] + maintain.stderr[-3000:]
+    check_every_task_names_what_it_read_and_wrote(kafka_settings, contracts, events, published)
