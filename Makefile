@@ -33,7 +33,7 @@ run: $(STAMP) ## Run the main job on the embedded stack (Tansu broker, SQLite, .
 	$(BIN)/visitshare run
 
 test: $(STAMP) debs ## Run the tests (real broker, databases, Airflow), then the unit tests at other dates
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 	$(MAKE) --no-print-directory test-dates
 
 test-dates: $(STAMP) debs ## The unit tests with the clock a year ahead and a year back (libfaketime), side by side
