@@ -175,6 +175,16 @@ class Settings(BaseSettings):
     # and replays of a past day. Every component asks `settings.clock`, never the wall clock.
     now: AwareDatetime | None = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _cluster_ports(cls, data: object) -> object:
+        """The cluster profile listens on ports of its own by default, so that it and the
+        embedded stack can run side by side without one's client reaching the other's server."""
+        if isinstance(data, dict) and data.get("profile") == "cluster":
+            for field, port in CLUSTER_PORTS.items():
+                data.setdefault(field, port)
+        return data
+
     @model_validator(mode="after")
     def _settings_fit_together(self) -> Settings:
         problems = kafka_problems(self) + storage_problems(self)
@@ -293,6 +303,10 @@ class Settings(BaseSettings):
     def topic(self, name: str) -> str:
         """The physical topic name for a declared topic."""
         return f"{self.topic_prefix}{name}"
+
+
+# The cluster profile's default ports (the embedded stack's defaults are the fields').
+CLUSTER_PORTS = {"broker_port": 19093, "airflow_api_port": 8090, "share_port": 8766}
 
 
 def _var(field: str) -> str:

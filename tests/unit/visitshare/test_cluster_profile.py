@@ -94,3 +94,13 @@ def test_an_unreachable_redis_is_named_with_its_setting(isolated_env):
     s = Settings(profile="cluster", redis_url=f"redis://127.0.0.1:{free_port()}/7")
     with pytest.raises(cluster.ClusterUnavailable, match="VISITSHARE_REDIS_URL"):
         cluster.check_redis(s, timeout_s=1)
+
+
+def test_the_cluster_profile_listens_apart_from_the_embedded_stack(isolated_env, monkeypatch):
+    embedded, clustered = Settings(), Settings(profile="cluster")
+    for field in ("broker_port", "airflow_api_port", "share_port"):
+        assert getattr(embedded, field) != getattr(clustered, field)
+    monkeypatch.setenv("VISITSHARE_PROFILE", "cluster")
+    monkeypatch.setenv("VISITSHARE_AIRFLOW_API_PORT", "18123")
+    assert Settings().airflow_api_port == 18123  # a chosen port wins
+    assert Settings().broker_port == clustered.broker_port
