@@ -17,6 +17,7 @@ and say which setting to change when they do not.
 
 from __future__ import annotations
 
+import functools
 import socket
 from urllib.parse import urlsplit
 
@@ -80,6 +81,7 @@ def worker_name(index: int) -> str:
     return f"worker-{index}@{socket.gethostname()}"
 
 
+@functools.cache  # Airflow asks at every heartbeat; a process's worker name never changes
 def task_hostname() -> str:
     """Airflow's `hostname_callable`: the Celery worker's name where the stack started one
     (VISITSHARE_WORKER_NAME), else the machine's name as Airflow's default gives it."""
